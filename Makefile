@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make serve` and `make test`. Each installs what it needs first.
+CARGO ?= cargo
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+
+.PHONY: setup build serve test test-rust test-interop bench fmt clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+serve: build
+	./target/release/inferd serve --model-repository models \
+		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --locked
+	$(CARGO) build --locked --bin inferd
+	.venv/bin/python -m pytest -q tests/interop
+
+bench: setup
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv .deps .perf_analyzer .peer

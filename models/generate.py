@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Generate the example model repository (Triton layout) under models/.
+
+Usage (from the repository root):
+    .venv/bin/python models/generate.py           # (re)write all models
+    .venv/bin/python models/generate.py --verify  # also run each model once with onnxruntime
+
+Deterministic and idempotent: the same inputs always give byte-identical files,
+and files whose content is unchanged are not rewritten.
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# Models that exist only to test the server (one per datatype) live in the tests' own repository.
+TEST_ROOT = os.path.join(os.path.dirname(ROOT), "tests", "models")
+OPSET = 17
+IR_VERSION = 8  # IR version matching opset 17 (onnx 1.12); loadable by onnxruntime 1.31
+
+# (Triton type suffix, ONNX element type, numpy dtype used for verification)
+DATATYPES = [
+    ("BOOL", TensorProto.BOOL, np.bool_),
+    ("UINT8", TensorProto.UINT8, np.uint8),
+    ("UINT16", TensorProto.UINT16, np.uint16),
+    ("UINT32", TensorProto.UINT32, np.uint32),
+    ("UINT64", TensorProto.UINT64, np.uint64),
+    ("INT8", TensorProto.INT8, np.int8),
+    ("INT16", TensorProto.INT16, np.int16),
+    ("INT32", TensorProto.INT32, np.int32),
+    ("INT64", TensorProto.INT64, np.int64),
+    ("FP16", TensorProto.FLOAT16, np.float16),
+    ("BF16", TensorProto.BFLOAT16, np.uint16),  # raw bf16 bits
+    ("FP32", TensorProto.FLOAT, np.float32),
+    ("FP64", TensorProto.DOUBLE, np.float64),
+    ("STRING", TensorProto.STRING, object),
+]
+
+
+# ---------------------------------------------------------------- helpers
+
+def write_if_changed(path, data):
+    if isinstance(data, str):
+        data = data.encode()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    with open(path, "wb") as f:
+        f.write(data)
+    print("wrote", os.path.relpath(path, os.path.dirname(ROOT)))
+
+
+def make_model(graph):
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="triton-rs-models-generate",
+        producer_version="1",
+    )
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def vi(name, elem_type, shape):
+    return helper.make_tensor_value_info(name, elem_type, shape)
+
+
+def io_block(kind, entries):
+    """entries: list of (name, triton_type, dims)"""
+    blocks = []
+    for name, dtype, dims in entries:
+        lines = [
+            "  {",
+            f'    name: "{name}"',
+            f"    data_type: {dtype}",
+            f"    dims: [ {', '.join(str(d) for d in dims)} ]",
+        ]
+        lines.append("  }")
+        blocks.append("\n".join(lines))
+    return f"{kind} [\n" + ",\n".join(blocks) + "\n]\n"
+
+
+def config(name, max_batch_size, inputs, outputs, dynamic_batching=False):
+    text = (
+        f'name: "{name}"\n'
+        'platform: "onnxruntime_onnx"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        + io_block("input", inputs)
+        + io_block("output", outputs)
+        + "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n"
+    )
+    if dynamic_batching:
+        text += "dynamic_batching {\n  max_queue_delay_microseconds: 0\n}\n"
+    return text
+
+
+def save(name, model, cfg, root=ROOT):
+    d = os.path.join(root, name)
+    write_if_changed(os.path.join(d, "1", "model.onnx"), model.SerializeToString())
+    if cfg is not None:
+        write_if_changed(os.path.join(d, "config.pbtxt"), cfg)
+
+
+# ---------------------------------------------------------------- models
+
+def simple_model():
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "simple",
+        [vi("INPUT0", TensorProto.INT32, shape), vi("INPUT1", TensorProto.INT32, shape)],
+        [vi("OUTPUT0", TensorProto.INT32, shape), vi("OUTPUT1", TensorProto.INT32, shape)],
+    )
+    io = lambda *names: [(n, "TYPE_INT32", [16]) for n in names]  # noqa: E731
+    return make_model(graph), config("simple", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1"))
+
+
+def simple_string_model():
+    S, I = TensorProto.STRING, TensorProto.INT32
+    shape = ["batch", 16]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["INPUT0"], ["in0_i32"], to=I),
+            helper.make_node("Cast", ["INPUT1"], ["in1_i32"], to=I),
+            helper.make_node("Add", ["in0_i32", "in1_i32"], ["sum_i32"]),
+            helper.make_node("Sub", ["in0_i32", "in1_i32"], ["diff_i32"]),
+            helper.make_node("Cast", ["sum_i32"], ["OUTPUT0"], to=S),
+            helper.make_node("Cast", ["diff_i32"], ["OUTPUT1"], to=S),
+        ],
+        "simple_string",
+        [vi("INPUT0", S, shape), vi("INPUT1", S, shape)],
+        [vi("OUTPUT0", S, shape), vi("OUTPUT1", S, shape)],
+    )
+    io = lambda *names: [(n, "TYPE_STRING", [16]) for n in names]  # noqa: E731
+    return make_model(graph), config(
+        "simple_string", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1")
+    )
+
+
+def mlp_weights():
+    """Deterministic MLP weights (w1, b1, w2, b2), float32.
+
+    Weights use the PyTorch/candle Linear layout [out_features, in_features]
+    (the ONNX Gemm nodes use transB=1); init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+    rng = np.random.default_rng(0)
+
+    def linear(fan_in, fan_out):
+        bound = 1.0 / np.sqrt(fan_in)
+        w = rng.uniform(-bound, bound, size=(fan_out, fan_in)).astype(np.float32)
+        b = rng.uniform(-bound, bound, size=(fan_out,)).astype(np.float32)
+        return w, b
+
+    w1, b1 = linear(64, 256)
+    w2, b2 = linear(256, 10)
+    return w1, b1, w2, b2
+
+
+def mlp_onnx():
+    w1, b1, w2, b2 = mlp_weights()
+    F = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["INPUT", "w1", "b1"], ["h"], transB=1),
+            helper.make_node("Relu", ["h"], ["h_relu"]),
+            helper.make_node("Gemm", ["h_relu", "w2", "b2"], ["OUTPUT"], transB=1),
+        ],
+        "mlp",
+        [vi("INPUT", F, ["batch", 64])],
+        [vi("OUTPUT", F, ["batch", 10])],
+        initializer=[
+            numpy_helper.from_array(w1, "w1"),
+            numpy_helper.from_array(b1, "b1"),
+            numpy_helper.from_array(w2, "w2"),
+            numpy_helper.from_array(b2, "b2"),
+        ],
+    )
+    return make_model(graph)
+
+
+def mlp_config():
+    return config(
+        "mlp",
+        64,
+        [("INPUT", "TYPE_FP32", [64])],
+        [("OUTPUT", "TYPE_FP32", [10])],
+        dynamic_batching=True,
+    )
+
+
+def identity_model(tname, elem_type):
+    name = f"identity_{tname.lower()}"
+    shape = ["batch", "n"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])],
+        name,
+        [vi("INPUT0", elem_type, shape)],
+        [vi("OUTPUT0", elem_type, shape)],
+    )
+    cfg = config(
+        name, 8, [("INPUT0", f"TYPE_{tname}", [-1])], [("OUTPUT0", f"TYPE_{tname}", [-1])]
+    )
+    return name, make_model(graph), cfg
+
+
+def generate():
+    save("simple", *simple_model())
+    save("simple_string", *simple_string_model())
+    mlp = mlp_onnx()
+    save("mlp", mlp, mlp_config())
+    save("mlp_autoconf", mlp, None)  # no config.pbtxt: must be auto-completed
+    for tname, elem_type, _ in DATATYPES:
+        save(*identity_model(tname, elem_type), root=TEST_ROOT)
+
+
+# ---------------------------------------------------------------- verification
+
+def verify():
+    import onnxruntime as ort
+
+    def sess(name):
+        root = TEST_ROOT if name.startswith("identity_") else ROOT
+        path = os.path.join(root, name, "1", "model.onnx")
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    a = np.arange(16, dtype=np.int32).reshape(1, 16).repeat(2, axis=0)
+    a[1] *= -3
+    b = np.full((2, 16), 5, dtype=np.int32)
+    o0, o1 = sess("simple").run(None, {"INPUT0": a, "INPUT1": b})
+    assert o0.dtype == np.int32 and (o0 == a + b).all() and (o1 == a - b).all()
+
+    sa, sb = a.astype(str).astype(object), b.astype(str).astype(object)
+    o0, o1 = sess("simple_string").run(None, {"INPUT0": sa, "INPUT1": sb})
+    assert o0.shape == (2, 16) and list(o0.ravel()) == [str(v) for v in (a + b).ravel()]
+    assert list(o1.ravel()) == [str(v) for v in (a - b).ravel()]
+    o0, o1 = sess("simple_string").run(
+        None, {"INPUT0": np.full((1, 16), "1", object), "INPUT1": np.full((1, 16), "2", object)}
+    )
+    assert o0[0, 0] == "3" and o1[0, 0] == "-1", (o0[0, 0], o1[0, 0])
+
+    w1, b1, w2, b2 = mlp_weights()
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    ref = np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
+    for name in ("mlp", "mlp_autoconf"):
+        (y,) = sess(name).run(None, {"INPUT": x})
+        assert y.shape == (5, 10) and y.dtype == np.float32
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+    for tname, elem_type, np_dtype in DATATYPES:
+        name = f"identity_{tname.lower()}"
+        s = sess(name)
+        if tname == "STRING":
+            x = np.array([["a", "", "héllo"], ["x", "yz", "0"]], dtype=object)
+        elif tname == "BOOL":
+            x = np.array([[True, False, True], [False, False, True]])
+        else:
+            x = (np.arange(6).reshape(2, 3) + 1).astype(np_dtype)
+        if tname == "BF16":
+            # numpy has no bfloat16: bind raw uint16 bits as bfloat16 buffers.
+            x = np.array([[0x3F80, 0x4000, 0xC040]], dtype=np.uint16)  # 1, 2, -3
+            y = np.zeros_like(x)
+            bind = s.io_binding()
+            bind.bind_ortvalue_input(
+                "INPUT0", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(x, elem_type)
+            )
+            bind.bind_ortvalue_output(
+                "OUTPUT0", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(y, elem_type)
+            )
+            s.run_with_iobinding(bind)
+        else:
+            (y,) = s.run(None, {"INPUT0": x})
+            assert y.dtype == x.dtype, (name, y.dtype)
+        assert y.shape == x.shape and (y == x).all(), name
+
+    print("verify: all models OK")
+
+
+if __name__ == "__main__":
+    generate()
+    if "--verify" in sys.argv[1:]:
+        verify()

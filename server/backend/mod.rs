@@ -1,0 +1,76 @@
+//! The one seam between serving and model execution. A `Backend` inspects model files and creates
+//! instances; an `Instance` executes whole batches on its own thread. Nothing above this trait knows which
+//! runtime (ONNX Runtime, candle; CPU or CUDA) does the work.
+pub mod ort;
+
+use std::path::Path;
+
+use crate::model::ModelSpec;
+use crate::proto::ModelConfig;
+use crate::tensor::DataType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{0}")]
+    Load(String),
+    #[error("{0}")]
+    Execute(String),
+}
+
+/// A tensor as a model file declares it (for auto-completing a config). Shape includes any batch
+/// dimension; -1 marks a dynamic dimension.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeclaredTensor {
+    pub name: String,
+    pub datatype: Option<DataType>,
+    pub shape: Vec<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeclaredIo {
+    pub inputs: Vec<DeclaredTensor>,
+    pub outputs: Vec<DeclaredTensor>,
+}
+
+/// One input of a batch: requests' rows concatenated along dimension 0. Fixed-size data is 8-byte aligned so
+/// a backend may view it as its element type in place.
+pub struct BatchInput<'a> {
+    pub name: &'a str,
+    pub datatype: DataType,
+    pub shape: &'a [i64],
+    pub data: &'a [u8],
+}
+
+/// One output of an executed batch, in raw form (BYTES length-prefixed).
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+pub trait Backend: Send + Sync {
+    /// The name configs select it by (`backend:` in config.pbtxt).
+    fn name(&self) -> &'static str;
+    /// The `platform:` Triton writes for models of this backend.
+    fn platform(&self) -> &'static str;
+    fn default_model_filename(&self) -> &'static str;
+    /// The inputs and outputs the model file itself declares.
+    fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError>;
+    /// A fresh instance of the model, owned by one execution thread.
+    fn instantiate(
+        &self,
+        model_file: &Path,
+        spec: &ModelSpec,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn Instance>, BackendError>;
+}
+
+pub trait Instance: Send {
+    /// Runs one batch. `inputs` follow `spec.inputs` (absent optional inputs are left out); `outputs` is filled
+    /// with one entry per `spec.outputs`, in that order, reusing its buffers.
+    fn execute(
+        &mut self,
+        inputs: &[BatchInput<'_>],
+        outputs: &mut Vec<BatchOutput>,
+    ) -> Result<(), BackendError>;
+}

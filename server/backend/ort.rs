@@ -1,0 +1,366 @@
+//! The ONNX Runtime backend (through `ort`, with the runtime library loaded at start). One `Session` per
+//! instance, since `Session::run` takes `&mut self`.
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytemuck::Pod;
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{
+    DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType,
+};
+
+use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
+use crate::model::ModelSpec;
+use crate::proto::ModelConfig;
+use crate::tensor::{bytes_elements, push_bytes_element, DataType};
+
+/// The ONNX Runtime release our `ort` binding speaks (API 31), as PyPI's `onnxruntime==1.31.1` ships it.
+pub const LIBRARY_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// Where to look for the runtime when neither `--onnxruntime-library` nor `ORT_DYLIB_PATH` names it: beside
+/// the binary, in the project-local `.deps/lib` that `make setup` fills (found by walking up from the binary,
+/// so `target/release/inferd` finds it), then the system's library folders.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!(
+                "ONNX Runtime library {} does not exist",
+                p.display()
+            ))
+        };
+    }
+    let mut candidates = Vec::new();
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        roots.extend(dir.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.push(cwd);
+    }
+    // Tests and `cargo run` also find the checkout they were built from.
+    roots.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    for root in &roots {
+        candidates.push(root.join(LIBRARY_NAME));
+        candidates.push(root.join(".deps/lib").join(LIBRARY_NAME));
+        candidates.push(root.join("lib").join(LIBRARY_NAME));
+    }
+    for dir in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/opt/onnxruntime/lib",
+    ] {
+        candidates.push(Path::new(dir).join(LIBRARY_NAME));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "ONNX Runtime library {LIBRARY_NAME} not found. Run `make setup` in the inferd checkout (it takes it from the \
+             PyPI wheel onnxruntime==1.31.1), or `pip install onnxruntime==1.31.1` and pass \
+             --onnxruntime-library (or set ORT_DYLIB_PATH) to site-packages/onnxruntime/capi/{LIBRARY_NAME}"
+        )
+    })
+}
+
+/// ONNX Runtime allows one environment per process; every server in the process shares it.
+fn environment(library: &Path) -> Result<Environment, BackendError> {
+    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let builder = ort::init_from(library)
+            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
+        builder
+            .with_name("inferd")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    })
+    .clone()
+    .map_err(BackendError::Load)
+}
+
+pub struct OrtBackend {
+    library: PathBuf,
+    default_intra_op_threads: usize,
+}
+
+impl OrtBackend {
+    /// Loads the runtime library now, so that a missing or wrong library is reported at start.
+    pub fn new(library: PathBuf, default_intra_op_threads: usize) -> Result<Self, BackendError> {
+        environment(&library)?;
+        Ok(Self {
+            library,
+            default_intra_op_threads,
+        })
+    }
+
+    fn session(&self, model_file: &Path, intra_op_threads: usize) -> Result<Session, BackendError> {
+        let env = environment(&self.library)?;
+        let fail =
+            |e: String| BackendError::Load(format!("cannot load {}: {e}", model_file.display()));
+        Session::builder(&env)
+            .map_err(|e| fail(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| fail(e.to_string()))?
+            .with_intra_threads(intra_op_threads)
+            .map_err(|e| fail(e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| fail(e.to_string()))?
+            .commit_from_file(model_file)
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+fn datatype_of(t: TensorElementType) -> Option<DataType> {
+    Some(match t {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Bfloat16 => DataType::Bf16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn declared(name: &str, t: &ValueType) -> DeclaredTensor {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => DeclaredTensor {
+            name: name.to_string(),
+            datatype: datatype_of(*ty),
+            shape: shape.to_vec(),
+        },
+        _ => DeclaredTensor {
+            name: name.to_string(),
+            datatype: None,
+            shape: Vec::new(),
+        },
+    }
+}
+
+impl Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        "onnxruntime"
+    }
+
+    fn platform(&self) -> &'static str {
+        "onnxruntime_onnx"
+    }
+
+    fn default_model_filename(&self) -> &'static str {
+        "model.onnx"
+    }
+
+    fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError> {
+        let session = self.session(model_file, 1)?;
+        Ok(DeclaredIo {
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| declared(o.name(), o.dtype()))
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| declared(o.name(), o.dtype()))
+                .collect(),
+        })
+    }
+
+    fn instantiate(
+        &self,
+        model_file: &Path,
+        spec: &ModelSpec,
+        config: &ModelConfig,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        // Triton's onnxruntime backend reads the same parameter name.
+        let threads = match config.parameters.get("intra_op_thread_count") {
+            Some(p) => p.string_value.trim().parse::<usize>().map_err(|_| {
+                BackendError::Load(format!(
+                    "parameter intra_op_thread_count must be a number, got '{}'",
+                    p.string_value
+                ))
+            })?,
+            None => self.default_intra_op_threads,
+        };
+        let session = self.session(model_file, threads)?;
+        for t in &spec.inputs {
+            if !session.inputs().iter().any(|i| i.name() == t.name) {
+                return Err(BackendError::Load(format!(
+                    "config input '{}' is not an input of the model file",
+                    t.name
+                )));
+            }
+        }
+        let output_names = spec
+            .outputs
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>();
+        for n in &output_names {
+            if !session.outputs().iter().any(|o| o.name() == n) {
+                return Err(BackendError::Load(format!(
+                    "config output '{n}' is not an output of the model file"
+                )));
+            }
+        }
+        let output_types = spec.outputs.iter().map(|t| t.datatype).collect();
+        Ok(Box::new(OrtInstance {
+            session,
+            output_names,
+            output_types,
+        }))
+    }
+}
+
+struct OrtInstance {
+    session: Session,
+    output_names: Vec<String>,
+    output_types: Vec<DataType>,
+}
+
+fn exec_err(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Execute(format!("onnxruntime: {e}"))
+}
+
+/// A view of the batch's bytes as the element type, without copying (the scheduler aligns the buffer).
+fn view<'a, T: PrimitiveTensorElementType + Pod + Clone + std::fmt::Debug + 'static>(
+    input: &BatchInput<'a>,
+) -> Result<SessionInputValue<'a>, BackendError> {
+    let data: &'a [T] = bytemuck::try_cast_slice(input.data)
+        .map_err(|e| exec_err(format!("input '{}': {e}", input.name)))?;
+    Ok(TensorRef::from_array_view((input.shape.to_vec(), data))
+        .map_err(exec_err)?
+        .into())
+}
+
+fn input_value<'a>(input: &BatchInput<'a>) -> Result<SessionInputValue<'a>, BackendError> {
+    match input.datatype {
+        DataType::Uint8 => view::<u8>(input),
+        DataType::Uint16 => view::<u16>(input),
+        DataType::Uint32 => view::<u32>(input),
+        DataType::Uint64 => view::<u64>(input),
+        DataType::Int8 => view::<i8>(input),
+        DataType::Int16 => view::<i16>(input),
+        DataType::Int32 => view::<i32>(input),
+        DataType::Int64 => view::<i64>(input),
+        DataType::Fp16 => view::<half::f16>(input),
+        DataType::Bf16 => view::<half::bf16>(input),
+        DataType::Fp32 => view::<f32>(input),
+        DataType::Fp64 => view::<f64>(input),
+        // `bool` has invalid bit patterns, so bytes are mapped rather than reinterpreted.
+        DataType::Bool => {
+            let values: Vec<bool> = input.data.iter().map(|&b| b != 0).collect();
+            Ok(Tensor::from_array((input.shape.to_vec(), values))
+                .map_err(exec_err)?
+                .into())
+        }
+        DataType::Bytes => {
+            let mut strings = Vec::new();
+            for e in bytes_elements(input.data) {
+                let e = e.map_err(|_| {
+                    exec_err(format!("input '{}': malformed BYTES data", input.name))
+                })?;
+                let s = std::str::from_utf8(e).map_err(|_| {
+                    BackendError::Execute(format!(
+                        "input '{}': ONNX string tensors hold UTF-8 text; got invalid UTF-8",
+                        input.name
+                    ))
+                })?;
+                strings.push(s.to_string());
+            }
+            Ok(
+                Tensor::from_string_array((input.shape.to_vec(), &strings[..]))
+                    .map_err(exec_err)?
+                    .into(),
+            )
+        }
+    }
+}
+
+fn copy_out<T: PrimitiveTensorElementType + Pod>(
+    value: &DynValue,
+    out: &mut BatchOutput,
+) -> Result<(), BackendError> {
+    let (shape, data) = value.try_extract_tensor::<T>().map_err(exec_err)?;
+    out.shape.extend_from_slice(shape);
+    out.data.extend_from_slice(bytemuck::cast_slice(data));
+    Ok(())
+}
+
+fn output_value(
+    value: &DynValue,
+    datatype: DataType,
+    out: &mut BatchOutput,
+) -> Result<(), BackendError> {
+    out.shape.clear();
+    out.data.clear();
+    match datatype {
+        DataType::Uint8 => copy_out::<u8>(value, out),
+        DataType::Uint16 => copy_out::<u16>(value, out),
+        DataType::Uint32 => copy_out::<u32>(value, out),
+        DataType::Uint64 => copy_out::<u64>(value, out),
+        DataType::Int8 => copy_out::<i8>(value, out),
+        DataType::Int16 => copy_out::<i16>(value, out),
+        DataType::Int32 => copy_out::<i32>(value, out),
+        DataType::Int64 => copy_out::<i64>(value, out),
+        DataType::Fp16 => copy_out::<half::f16>(value, out),
+        DataType::Bf16 => copy_out::<half::bf16>(value, out),
+        DataType::Fp32 => copy_out::<f32>(value, out),
+        DataType::Fp64 => copy_out::<f64>(value, out),
+        DataType::Bool => {
+            let (shape, data) = value.try_extract_tensor::<bool>().map_err(exec_err)?;
+            out.shape.extend_from_slice(shape);
+            out.data.extend(data.iter().map(|&b| b as u8));
+            Ok(())
+        }
+        DataType::Bytes => {
+            let (shape, strings) = value.try_extract_strings().map_err(exec_err)?;
+            out.shape.extend_from_slice(shape);
+            for s in &strings {
+                push_bytes_element(&mut out.data, s.as_bytes());
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Instance for OrtInstance {
+    fn execute(
+        &mut self,
+        inputs: &[BatchInput<'_>],
+        outputs: &mut Vec<BatchOutput>,
+    ) -> Result<(), BackendError> {
+        let mut feed = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            feed.push((input.name, input_value(input)?));
+        }
+        let results = self.session.run(feed).map_err(exec_err)?;
+        outputs.resize_with(self.output_names.len(), BatchOutput::default);
+        for ((name, datatype), out) in self
+            .output_names
+            .iter()
+            .zip(&self.output_types)
+            .zip(outputs.iter_mut())
+        {
+            let value = results
+                .get(name.as_str())
+                .ok_or_else(|| exec_err(format!("the model produced no output '{name}'")))?;
+            output_value(value, *datatype, out)
+                .map_err(|e| exec_err(format!("output '{name}' (declared {datatype}): {e}")))?;
+        }
+        Ok(())
+    }
+}

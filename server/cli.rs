@@ -1,0 +1,116 @@
+//! The command line. Flags that mean what one of Triton's means carry Triton's name; every flag can also be
+//! set through its environment variable.
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inferd",
+    version,
+    about = "A model inference server speaking the KServe V2 / Open Inference Protocol (Triton-compatible)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the models of a model repository over HTTP/REST and gRPC, with Prometheus metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelControlMode {
+    /// Load every model in the repository at start.
+    None,
+    /// Load only the models named by --load-model at start.
+    Explicit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Model repository folder (Triton layout). Repeat to serve several repositories.
+    #[arg(
+        long = "model-repository",
+        env = "INFERD_MODEL_REPOSITORY",
+        value_delimiter = ',',
+        default_value = "models"
+    )]
+    pub model_repositories: Vec<PathBuf>,
+
+    /// HTTP/REST port (0 picks a free one).
+    #[arg(long, env = "INFERD_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// Address the HTTP/REST server binds.
+    #[arg(long, env = "INFERD_HTTP_ADDRESS", default_value = "0.0.0.0")]
+    pub http_address: IpAddr,
+    /// Serve HTTP/REST.
+    #[arg(long, env = "INFERD_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_http: bool,
+
+    /// gRPC port (0 picks a free one).
+    #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+    /// Address the gRPC server binds.
+    #[arg(long, env = "INFERD_GRPC_ADDRESS", default_value = "0.0.0.0")]
+    pub grpc_address: IpAddr,
+    /// Serve gRPC.
+    #[arg(long, env = "INFERD_ALLOW_GRPC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_grpc: bool,
+
+    /// Prometheus metrics port (0 picks a free one).
+    #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+    /// Address the metrics server binds.
+    #[arg(long, env = "INFERD_METRICS_ADDRESS", default_value = "0.0.0.0")]
+    pub metrics_address: IpAddr,
+    /// Serve metrics.
+    #[arg(long, env = "INFERD_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_metrics: bool,
+
+    /// Which models load at start: all (none), or only those named by --load-model (explicit).
+    #[arg(long, env = "INFERD_MODEL_CONTROL_MODE", value_enum, default_value_t = ModelControlMode::None)]
+    pub model_control_mode: ModelControlMode,
+    /// A model to load at start in explicit mode. Repeat for several.
+    #[arg(long = "load-model", env = "INFERD_LOAD_MODEL", value_delimiter = ',')]
+    pub load_models: Vec<String>,
+
+    /// Exit if any model fails to load (otherwise the others serve and the failure is reported).
+    #[arg(long, env = "INFERD_EXIT_ON_ERROR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub exit_on_error: bool,
+    /// Report ready only when every model is ready (Triton's default).
+    #[arg(long, env = "INFERD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_readiness: bool,
+
+    /// ONNX Runtime library (libonnxruntime.so.1.31.1). Found beside the binary or in the checkout's
+    /// .deps/lib when not given.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one model execution, unless a model's config sets
+    /// `intra_op_thread_count`. Instances run on their own threads besides.
+    #[arg(long, env = "INFERD_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "INFERD_HTTP_MAX_BODY_BYTES", default_value_t = 1 << 30)]
+    pub http_max_body_bytes: usize,
+    /// Largest gRPC message, in bytes (Triton allows up to 2 GiB).
+    #[arg(long, env = "INFERD_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
+    pub grpc_max_message_bytes: usize,
+
+    /// Server id reported in the server metadata.
+    #[arg(long, env = "INFERD_ID", default_value = "inferd")]
+    pub id: String,
+    /// Log format.
+    #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,275 @@
+//! The transport-free server API both front-ends call: infer, health, metadata, config and statistics.
+//! It owns the routing table and loads the model repository into it.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+
+use crate::backend::Backend;
+use crate::error::{InferError, InferResult};
+use crate::model::LoadedVersion;
+use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
+use crate::repository::{self, ModelSource};
+use crate::request::{InferRequest, InferResponse};
+use crate::routing::{ModelEntry, ModelState, RoutingTable};
+use crate::scheduler::Job;
+use crate::validate::validate;
+
+/// The protocol extensions this server implements, as `GET /v2` lists them.
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+];
+
+pub struct Core {
+    pub server_id: String,
+    table: ArcSwap<RoutingTable>,
+    backends: Vec<Arc<dyn Backend>>,
+    repositories: Vec<PathBuf>,
+    /// False once shutdown begins, so load balancers stop sending.
+    accepting: AtomicBool,
+    strict_readiness: bool,
+}
+
+impl Core {
+    pub fn new(
+        server_id: String,
+        repositories: Vec<PathBuf>,
+        backends: Vec<Arc<dyn Backend>>,
+        strict_readiness: bool,
+    ) -> Self {
+        Self {
+            server_id,
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            backends,
+            repositories,
+            accepting: AtomicBool::new(true),
+            strict_readiness,
+        }
+    }
+
+    pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    /// Loads the repository's models (all of them, or those named in `only`), each on a blocking thread.
+    /// A model that fails is recorded with its reason and the others serve.
+    pub async fn load_repository(self: &Arc<Self>, only: Option<&[String]>) -> Result<(), String> {
+        let found = repository::scan(&self.repositories)?;
+        if let Some(missing) = only.and_then(|names| names.iter().find(|n| !found.contains_key(*n)))
+        {
+            return Err(format!(
+                "--load-model names '{missing}', which is not in the model repository"
+            ));
+        }
+        let mut table = RoutingTable::default();
+        let mut tasks = Vec::new();
+        for (name, src) in found {
+            if only.is_some_and(|names| !names.contains(&name)) {
+                continue;
+            }
+            let core = self.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                (name.clone(), src.and_then(|s| core.load_model(&s)))
+            }));
+        }
+        for t in tasks {
+            let (name, result) = t.await.map_err(|e| e.to_string())?;
+            let entry = match result {
+                Ok(versions) => {
+                    for v in versions.values() {
+                        tracing::info!(model = %name, version = v.version, "loaded model '{name}' version {} ({}, max_batch_size {})", v.version, v.config.backend, v.spec.max_batch_size);
+                    }
+                    ModelEntry {
+                        name: name.clone(),
+                        versions,
+                        state: ModelState::Ready,
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!(model = %name, "failed to load model '{name}': {reason}");
+                    ModelEntry {
+                        name: name.clone(),
+                        versions: BTreeMap::new(),
+                        state: ModelState::Unavailable(reason),
+                    }
+                }
+            };
+            table.models.insert(name, entry);
+        }
+        self.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    fn load_model(&self, src: &ModelSource) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, String> {
+        let prepared = repository::prepare(src, &self.backends)?;
+        let mut versions = BTreeMap::new();
+        for (v, file) in &prepared.versions {
+            versions.insert(*v, Arc::new(repository::load_version(&prepared, *v, file)?));
+        }
+        Ok(versions)
+    }
+
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed)
+            && (!self.strict_readiness || self.table.load().all_ready())
+    }
+
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Relaxed);
+    }
+
+    pub fn model_ready(&self, model: &str, version: Option<&str>) -> InferResult<bool> {
+        let table = self.table.load();
+        match table.resolve(model, version) {
+            Ok(_) => Ok(true),
+            Err(InferError::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
+        let received = Instant::now();
+        let version = self
+            .table
+            .load()
+            .resolve(&req.model, req.version.as_deref())?
+            .clone();
+        let result = self.run(&version, req, received).await;
+        match &result {
+            Ok(_) => version.stats.success.add(received.elapsed()),
+            Err(e) => version
+                .stats
+                .record_failure(e.fail_reason(), received.elapsed()),
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        version: &LoadedVersion,
+        req: InferRequest,
+        received: Instant,
+    ) -> InferResult<InferResponse> {
+        let spec = &version.spec;
+        let wanted: Vec<usize> = req
+            .outputs
+            .iter()
+            .map(|name| {
+                spec.outputs
+                    .iter()
+                    .position(|o| &o.name == name)
+                    .ok_or_else(|| {
+                        InferError::invalid(format!(
+                            "unexpected inference output '{name}' for model '{}'",
+                            spec.name
+                        ))
+                    })
+            })
+            .collect::<InferResult<_>>()?;
+        let validated = validate(spec, req.inputs)?;
+        let (reply, rx) = oneshot::channel();
+        version.scheduler.submit(Job {
+            inputs: validated.inputs,
+            rows: validated.batch,
+            enqueued: received,
+            reply,
+        })?;
+        let mut outputs = rx.await.map_err(|_| {
+            InferError::Internal(format!("model '{}' dropped the request", spec.name))
+        })??;
+        if !wanted.is_empty() {
+            let mut all: Vec<Option<_>> = outputs.into_iter().map(Some).collect();
+            outputs = wanted.iter().filter_map(|&i| all[i].take()).collect();
+        }
+        Ok(InferResponse {
+            id: req.id,
+            model_name: spec.name.clone(),
+            model_version: version.version_label.clone(),
+            outputs,
+        })
+    }
+
+    pub fn server_metadata(&self) -> proto::ServerMetadataResponse {
+        proto::ServerMetadataResponse {
+            name: self.server_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn model_metadata(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> InferResult<proto::ModelMetadataResponse> {
+        let table = self.table.load();
+        let lv = table.resolve(model, version)?;
+        let entry = table.entry(model)?;
+        let tensors = |list: &[crate::model::TensorSpec]| -> Vec<TensorMetadata> {
+            list.iter()
+                .map(|t| TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.name().to_string(),
+                    shape: lv.spec.metadata_shape(t),
+                })
+                .collect()
+        };
+        Ok(proto::ModelMetadataResponse {
+            name: lv.spec.name.clone(),
+            versions: entry.versions.keys().map(i64::to_string).collect(),
+            platform: lv.config.platform.clone(),
+            inputs: tensors(&lv.spec.inputs),
+            outputs: tensors(&lv.spec.outputs),
+        })
+    }
+
+    pub fn model_config(&self, model: &str, version: Option<&str>) -> InferResult<ModelConfig> {
+        Ok((*self.table.load().resolve(model, version)?.config).clone())
+    }
+
+    /// Triton's statistics for one version, every version of one model, or every model (`model` empty).
+    pub fn model_statistics(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> InferResult<proto::ModelStatisticsResponse> {
+        let table = self.table.load();
+        let mut versions: Vec<&Arc<LoadedVersion>> = Vec::new();
+        if model.is_empty() {
+            let mut names: Vec<&String> = table.models.keys().collect();
+            names.sort();
+            for n in names {
+                versions.extend(table.models[n].versions.values());
+            }
+        } else if version.is_some_and(|v| !v.is_empty()) {
+            versions.push(table.resolve(model, version)?);
+        } else {
+            versions.extend(table.entry(model)?.versions.values());
+        }
+        let model_stats = versions
+            .into_iter()
+            .map(|lv| proto::ModelStatistics {
+                name: lv.spec.name.clone(),
+                version: lv.version_label.clone(),
+                last_inference: lv.stats.last_inference_ms(),
+                inference_count: lv.stats.inference_count.load(Ordering::Relaxed),
+                execution_count: lv.stats.execution_count.load(Ordering::Relaxed),
+                inference_stats: Some(lv.stats.infer_statistics()),
+                batch_stats: lv.stats.batch_statistics(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(proto::ModelStatisticsResponse { model_stats })
+    }
+}

@@ -1,0 +1,80 @@
+//! The one error type a request can meet, and its single mapping to HTTP status and gRPC code.
+use axum::http::StatusCode;
+
+use crate::stats::FailReason;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// Unknown model or version: 404 / NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// Anything wrong with what the client sent: 400 / INVALID_ARGUMENT.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The model exists but cannot serve right now: 503 / UNAVAILABLE.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A queue or limit is full: 429 / RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The request gave up (client gone, timeout) before it ran.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The backend failed while running the model: 500 / INTERNAL.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl InferError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            // 499 is what proxies log for a client that went away; it never reaches that client.
+            Self::Cancelled(_) => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Self::NotFound(_) => tonic::Code::NotFound,
+            Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Self::Cancelled(_) => tonic::Code::Cancelled,
+            Self::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// The failure reason Triton's metrics use (`nv_inference_request_failure{reason=...}`).
+    pub fn fail_reason(&self) -> FailReason {
+        match self {
+            Self::ResourceExhausted(_) => FailReason::Rejected,
+            Self::Cancelled(_) => FailReason::Canceled,
+            Self::Internal(_) => FailReason::Backend,
+            _ => FailReason::Other,
+        }
+    }
+}
+
+impl From<InferError> for tonic::Status {
+    fn from(e: InferError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for InferError {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+pub type InferResult<T> = Result<T, InferError>;

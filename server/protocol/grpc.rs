@@ -1,0 +1,154 @@
+//! The gRPC front-end (tonic): `inference.GRPCInferenceService`, wire-compatible with Triton's, so stock
+//! clients (tritonclient, perf_analyzer) work unchanged.
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::grpc_tensors::{decode_request, encode_response};
+use crate::core::Core;
+use crate::proto::grpc_inference_service_server::{
+    GrpcInferenceService, GrpcInferenceServiceServer,
+};
+use crate::proto::*;
+
+pub struct GrpcService {
+    core: Arc<Core>,
+}
+
+pub fn service(
+    core: Arc<Core>,
+    max_message_bytes: usize,
+) -> GrpcInferenceServiceServer<GrpcService> {
+    GrpcInferenceServiceServer::new(GrpcService { core })
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+fn version(v: &str) -> Option<&str> {
+    Some(v).filter(|v| !v.is_empty())
+}
+
+type StreamResponses = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for GrpcService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse {
+            live: self.core.is_live(),
+        }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.core.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(ModelReadyResponse {
+            ready: self.core.model_ready(&r.name, version(&r.version))?,
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(self.core.server_metadata()))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.core.model_metadata(&r.name, version(&r.version))?,
+        ))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        let request = decode_request(req.into_inner())?;
+        let response = self.core.infer(request).await?;
+        Ok(Response::new(encode_response(response)))
+    }
+
+    type ModelStreamInferStream = StreamResponses;
+
+    /// Each request on the stream runs concurrently; responses (or per-request errors, which leave the stream
+    /// open) come back as they complete, carrying the request's id.
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<ModelInferRequest>>,
+    ) -> Result<Response<StreamResponses>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            while let Some(next) = inbound.next().await {
+                let Ok(request) = next else { break };
+                let (core, tx) = (core.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let id = request.id.clone();
+                    let result = match decode_request(request) {
+                        Ok(r) => core.infer(r).await,
+                        Err(e) => Err(e),
+                    };
+                    let message = match result {
+                        Ok(resp) => ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(encode_response(resp)),
+                        },
+                        Err(e) => ModelStreamInferResponse {
+                            error_message: e.to_string(),
+                            infer_response: Some(ModelInferResponse {
+                                id,
+                                ..Default::default()
+                            }),
+                        },
+                    };
+                    let _ = tx.send(Ok(message)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(ModelConfigResponse {
+            config: Some(self.core.model_config(&r.name, version(&r.version))?),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.core.model_statistics(&r.name, version(&r.version))?,
+        ))
+    }
+}

@@ -1,0 +1,222 @@
+//! gRPC messages to and from the transport-free request: `raw_input_contents` are taken as they are (no
+//! copy); typed `contents` are converted to raw bytes once; responses always answer in
+//! `raw_output_contents`, as Triton does.
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::error::{InferError, InferResult};
+use crate::proto::{
+    infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents,
+    ModelInferRequest, ModelInferResponse,
+};
+use crate::request::{InferRequest, InferResponse, ParamValue};
+use crate::tensor::{push_bytes_element, DataType, Tensor};
+
+fn parameters(map: HashMap<String, InferParameter>) -> Vec<(String, ParamValue)> {
+    map.into_iter()
+        .filter_map(|(k, p)| {
+            let v = match p.parameter_choice? {
+                ParameterChoice::BoolParam(b) => ParamValue::Bool(b),
+                ParameterChoice::Int64Param(i) => ParamValue::Int(i),
+                ParameterChoice::StringParam(s) => ParamValue::String(s),
+                ParameterChoice::DoubleParam(d) => ParamValue::Double(d),
+                ParameterChoice::Uint64Param(u) => ParamValue::Uint(u),
+            };
+            Some((k, v))
+        })
+        .collect()
+}
+
+fn narrow<T: TryFrom<V> + Copy, V: Copy + std::fmt::Display, const N: usize>(
+    values: &[V],
+    name: &str,
+    to_bytes: impl Fn(T) -> [u8; N],
+) -> InferResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.len() * N);
+    for &v in values {
+        let t = T::try_from(v).map_err(|_| {
+            InferError::invalid(format!(
+                "value {v} of input '{name}' is out of range for its datatype"
+            ))
+        })?;
+        out.extend_from_slice(&to_bytes(t));
+    }
+    Ok(out)
+}
+
+/// Typed `contents` as raw little-endian bytes.
+fn typed_contents(c: &InferTensorContents, datatype: DataType, name: &str) -> InferResult<Vec<u8>> {
+    Ok(match datatype {
+        DataType::Bool => c.bool_contents.iter().map(|&b| b as u8).collect(),
+        DataType::Int8 => narrow::<i8, i32, 1>(&c.int_contents, name, i8::to_le_bytes)?,
+        DataType::Int16 => narrow::<i16, i32, 2>(&c.int_contents, name, i16::to_le_bytes)?,
+        DataType::Int32 => c
+            .int_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Int64 => c
+            .int64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Uint8 => narrow::<u8, u32, 1>(&c.uint_contents, name, u8::to_le_bytes)?,
+        DataType::Uint16 => narrow::<u16, u32, 2>(&c.uint_contents, name, u16::to_le_bytes)?,
+        DataType::Uint32 => c
+            .uint_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Uint64 => c
+            .uint64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Fp32 => c
+            .fp32_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Fp64 => c
+            .fp64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Bytes => {
+            let mut out = Vec::new();
+            for e in &c.bytes_contents {
+                push_bytes_element(&mut out, e);
+            }
+            out
+        }
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(InferError::invalid(format!(
+                "input '{name}': {datatype} has no typed contents; send it in raw_input_contents"
+            )))
+        }
+    })
+}
+
+pub fn decode_request(req: ModelInferRequest) -> InferResult<InferRequest> {
+    let raw = req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(InferError::invalid(format!(
+            "expected {} raw_input_contents (one per input), got {}",
+            req.inputs.len(),
+            raw.len()
+        )));
+    }
+    let mut raw = raw.into_iter();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
+            InferError::invalid(format!(
+                "input '{}' has unknown datatype '{}'",
+                input.name, input.datatype
+            ))
+        })?;
+        let data = match (raw.next(), &input.contents) {
+            (Some(_), Some(_)) => {
+                return Err(InferError::invalid(format!(
+                    "input '{}' has both contents and raw_input_contents",
+                    input.name
+                )))
+            }
+            (Some(bytes), None) => bytes,
+            (None, Some(c)) => Bytes::from(typed_contents(c, datatype, &input.name)?),
+            (None, None) => {
+                return Err(InferError::invalid(format!(
+                    "input '{}' has no data",
+                    input.name
+                )))
+            }
+        };
+        inputs.push(Tensor {
+            name: input.name,
+            datatype,
+            shape: input.shape,
+            data,
+        });
+    }
+    Ok(InferRequest {
+        id: req.id,
+        model: req.model_name,
+        version: Some(req.model_version).filter(|v| !v.is_empty()),
+        inputs,
+        outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+        parameters: parameters(req.parameters),
+    })
+}
+
+pub fn encode_response(resp: InferResponse) -> ModelInferResponse {
+    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    let mut raw = Vec::with_capacity(resp.outputs.len());
+    for t in resp.outputs {
+        outputs.push(model_infer_response::InferOutputTensor {
+            name: t.name,
+            datatype: t.datatype.name().to_string(),
+            shape: t.shape,
+            ..Default::default()
+        });
+        raw.push(t.data);
+    }
+    ModelInferResponse {
+        model_name: resp.model_name,
+        model_version: resp.model_version,
+        id: resp.id,
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::model_infer_request::InferInputTensor;
+
+    #[test]
+    fn typed_contents_become_raw_bytes_and_out_of_range_values_are_rejected() {
+        let c = InferTensorContents {
+            int_contents: vec![1, -2],
+            ..Default::default()
+        };
+        assert_eq!(
+            typed_contents(&c, DataType::Int16, "x").unwrap(),
+            vec![1, 0, 0xfe, 0xff]
+        );
+        let big = InferTensorContents {
+            int_contents: vec![300],
+            ..Default::default()
+        };
+        assert!(typed_contents(&big, DataType::Int8, "x").is_err());
+        let s = InferTensorContents {
+            bytes_contents: vec![Bytes::from_static(b"ab")],
+            ..Default::default()
+        };
+        assert_eq!(
+            typed_contents(&s, DataType::Bytes, "x").unwrap(),
+            vec![2, 0, 0, 0, b'a', b'b']
+        );
+    }
+
+    #[test]
+    fn raw_contents_must_match_the_inputs_one_to_one() {
+        let input = |n: &str| InferInputTensor {
+            name: n.into(),
+            datatype: "INT32".into(),
+            shape: vec![1],
+            ..Default::default()
+        };
+        let req = ModelInferRequest {
+            inputs: vec![input("a"), input("b")],
+            raw_input_contents: vec![Bytes::from_static(&[0; 4])],
+            ..Default::default()
+        };
+        assert!(decode_request(req)
+            .unwrap_err()
+            .to_string()
+            .contains("expected 2 raw_input_contents"));
+    }
+}

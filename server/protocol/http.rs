@@ -1,0 +1,162 @@
+//! The REST front-end (axum): routes of the V2 protocol and Triton's extensions, nothing else.
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::binary::{decode_request, encode_response, HEADER_LENGTH};
+use crate::core::Core;
+use crate::error::{InferError, InferResult};
+use crate::repository::config::to_json;
+
+#[derive(Deserialize)]
+struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/stats", get(all_stats))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(model_ready),
+        )
+        .route("/v2/models/{model}/config", get(model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(model_config),
+        )
+        .route("/v2/models/{model}/stats", get(model_stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(model_stats),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(core)
+}
+
+fn status_only(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn live(State(core): State<Arc<Core>>) -> StatusCode {
+    status_only(core.is_live())
+}
+
+async fn ready(State(core): State<Arc<Core>>) -> StatusCode {
+    status_only(core.is_ready())
+}
+
+async fn not_found() -> InferError {
+    InferError::NotFound("no such endpoint".into())
+}
+
+async fn server_metadata(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
+    Json(to_json(
+        &core.server_metadata(),
+        "inference.ServerMetadataResponse",
+    ))
+}
+
+async fn model_metadata(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+) -> InferResult<Json<serde_json::Value>> {
+    let md = core.model_metadata(&p.model, p.version.as_deref())?;
+    Ok(Json(to_json(&md, "inference.ModelMetadataResponse")))
+}
+
+async fn model_ready(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+) -> InferResult<StatusCode> {
+    Ok(status_only(
+        core.model_ready(&p.model, p.version.as_deref())?,
+    ))
+}
+
+async fn model_config(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+) -> InferResult<Json<serde_json::Value>> {
+    let cfg = core.model_config(&p.model, p.version.as_deref())?;
+    Ok(Json(to_json(&cfg, "inference.ModelConfig")))
+}
+
+async fn all_stats(State(core): State<Arc<Core>>) -> InferResult<Json<serde_json::Value>> {
+    Ok(Json(to_json(
+        &core.model_statistics("", None)?,
+        "inference.ModelStatisticsResponse",
+    )))
+}
+
+async fn model_stats(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+) -> InferResult<Json<serde_json::Value>> {
+    let stats = core.model_statistics(&p.model, p.version.as_deref())?;
+    Ok(Json(to_json(&stats, "inference.ModelStatisticsResponse")))
+}
+
+async fn infer(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> InferResult<Response> {
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    InferError::invalid(
+                        "Inference-Header-Content-Length must be a non-negative integer",
+                    )
+                })?,
+        ),
+    };
+    let mut decoded = decode_request(&body, header_length)?;
+    decoded.request.model = p.model;
+    decoded.request.version = p.version;
+    let response = core.infer(decoded.request).await?;
+    let (body, json_len) = encode_response(&response, &decoded.binary, decoded.binary_default);
+    let mut resp = body.into_response();
+    let headers = resp.headers_mut();
+    match json_len {
+        Some(n) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(resp)
+}

@@ -1,0 +1,147 @@
+//! Starting and stopping a whole server: backends, the model repository, and the HTTP, gRPC and metrics
+//! listeners. Tests start it on port 0 and read the bound addresses back.
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::backend::ort::{find_library, OrtBackend};
+use crate::backend::Backend;
+use crate::cli::{ModelControlMode, ServeArgs};
+use crate::core::Core;
+use crate::metrics::Metrics;
+use crate::protocol::{grpc, http};
+use crate::routing::ModelState;
+
+pub struct RunningServer {
+    pub core: Arc<Core>,
+    pub http_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), String>>,
+}
+
+fn signal(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the {what} port {addr}: {e}"))
+}
+
+/// Loads the models and starts listening. Returns once every listener is bound.
+pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
+    let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
+    let ort = OrtBackend::new(library, args.intra_op_threads.max(1))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort)];
+    let core = Arc::new(Core::new(
+        args.id.clone(),
+        args.model_repositories.clone(),
+        backends,
+        args.strict_readiness,
+    ));
+    let only =
+        (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
+    core.load_repository(only)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if args.exit_on_error {
+        let table = core.table();
+        if let Some((name, reason)) = table.models.iter().find_map(|(n, e)| match &e.state {
+            ModelState::Unavailable(r) => Some((n.clone(), r.clone())),
+            ModelState::Ready => None,
+        }) {
+            anyhow::bail!("model '{name}' failed to load: {reason}");
+        }
+    }
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut http_addr = None;
+    if args.allow_http {
+        let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
+        http_addr = Some(listener.local_addr()?);
+        let app = http::router(core.clone(), args.http_max_body_bytes);
+        let stop = signal(&rx);
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    let mut grpc_addr = None;
+    if args.allow_grpc {
+        let listener = bind(SocketAddr::new(args.grpc_address, args.grpc_port), "gRPC").await?;
+        grpc_addr = Some(listener.local_addr()?);
+        let svc = grpc::service(core.clone(), args.grpc_max_message_bytes);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stop = signal(&rx);
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    let mut metrics_addr = None;
+    if args.allow_metrics {
+        let listener = bind(
+            SocketAddr::new(args.metrics_address, args.metrics_port),
+            "metrics",
+        )
+        .await?;
+        metrics_addr = Some(listener.local_addr()?);
+        let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
+        let stop = signal(&rx);
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    Ok(RunningServer {
+        core,
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        shutdown,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting (reporting not-ready first), lets in-flight requests finish, and waits for the
+    /// listeners to close.
+    pub async fn shutdown(mut self) {
+        self.core.stop_accepting();
+        let _ = self.shutdown.send(true);
+        while let Some(r) = self.tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!("listener ended with an error: {e}");
+            }
+        }
+    }
+
+    /// Waits until a listener fails (a normal run never returns from here).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok(Err(e))) => anyhow::bail!("a listener failed: {e}"),
+            Some(Err(e)) => anyhow::bail!("a listener task failed: {e}"),
+            _ => Ok(()),
+        }
+    }
+}
