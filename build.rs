@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Tensor payloads stay `Bytes` so they can be handed on without copying.
         .bytes(".inference")
+        // Malformed messages are INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::protocol::grpc_codec::ProtoCodec")
         .file_descriptor_set_path(out.join("inference_descriptor.bin"))
         .compile_protos(
             &["proto/grpc_service.proto", "proto/model_config.proto"],

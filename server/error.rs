@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 
 use crate::stats::FailReason;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum InferError {
     /// Unknown model or version: 404 / NOT_FOUND.
     #[error("{0}")]

@@ -15,6 +15,9 @@ pub enum BackendError {
     Load(String),
     #[error("{0}")]
     Execute(String),
+    /// The request's data is unacceptable to this runtime (e.g. non-UTF-8 text for a string tensor).
+    #[error("{0}")]
+    InvalidInput(String),
 }
 
 /// A tensor as a model file declares it (for auto-completing a config). Shape includes any batch

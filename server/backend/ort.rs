@@ -273,9 +273,10 @@ fn input_value<'a>(input: &BatchInput<'a>) -> Result<SessionInputValue<'a>, Back
                 let e = e.map_err(|_| {
                     exec_err(format!("input '{}': malformed BYTES data", input.name))
                 })?;
-                let s = std::str::from_utf8(e).map_err(|_| {
-                    BackendError::Execute(format!(
-                        "input '{}': ONNX string tensors hold UTF-8 text; got invalid UTF-8",
+                // ONNX Runtime copies strings as C strings: they must be text without NUL bytes.
+                let s = std::str::from_utf8(e).ok().filter(|s| !s.contains('\0')).ok_or_else(|| {
+                    BackendError::InvalidInput(format!(
+                        "input '{}': ONNX string tensors hold UTF-8 text without NUL bytes",
                         input.name
                     ))
                 })?;

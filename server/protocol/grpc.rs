@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc_tensors::{decode_request, encode_response};
 use crate::core::Core;
+use crate::error::InferError;
 use crate::proto::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
 };
@@ -55,14 +56,14 @@ impl GrpcInferenceService for GrpcService {
         }))
     }
 
-    async fn model_ready(
-        &self,
-        req: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
+    /// Like Triton, an unknown model or version is simply not ready here (HTTP answers 404 for it).
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(ModelReadyResponse {
-            ready: self.core.model_ready(&r.name, version(&r.version))?,
-        }))
+        let ready = match self.core.model_ready(&r.name, version(&r.version)) {
+            Err(InferError::NotFound(_)) => false,
+            other => other?,
+        };
+        Ok(Response::new(ModelReadyResponse { ready }))
     }
 
     async fn server_metadata(

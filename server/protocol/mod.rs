@@ -3,6 +3,7 @@
 //! batching or backends.
 pub mod binary;
 pub mod grpc;
+pub mod grpc_codec;
 pub mod grpc_tensors;
 pub mod http;
 pub mod json;

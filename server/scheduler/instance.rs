@@ -8,7 +8,7 @@ use crossbeam_channel::Receiver;
 
 use super::batch::{batch_shape, compatible, split_output, AlignedBuf};
 use super::{BatchPolicy, Job};
-use crate::backend::{BatchInput, BatchOutput, Instance};
+use crate::backend::{BackendError, BatchInput, BatchOutput, Instance};
 use crate::error::InferError;
 use crate::model::ModelSpec;
 use crate::stats::{FailReason, Stats};
@@ -97,32 +97,37 @@ impl Worker {
         for job in jobs.iter() {
             self.stats.queue.add(start.duration_since(job.enqueued));
         }
-        let mut results: Vec<Vec<Tensor>> = jobs
-            .iter()
-            .map(|_| Vec::with_capacity(self.spec.outputs.len()))
-            .collect();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            self.run_batch(jobs, rows, start, &mut results)
-        }));
-        let outcome = outcome.unwrap_or_else(|_| {
-            Err(InferError::Internal(format!(
-                "model '{}' panicked while executing",
-                self.spec.name
-            )))
-        });
-        match outcome {
-            Ok(()) => {
+        match self.guarded(jobs, rows, start) {
+            Ok(results) => {
                 for (job, outputs) in jobs.drain(..).zip(results) {
                     let _ = job.reply.send(Ok(outputs));
                 }
             }
-            Err(e) => {
-                tracing::warn!(model = %self.spec.name, "execution failed: {e}");
+            // One bad request must not fail the others it was batched with: run each on its own.
+            Err(_) if jobs.len() > 1 => {
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(InferError::Internal(e.to_string())));
+                    let single = std::slice::from_ref(&job);
+                    let result = self.guarded(single, job.rows, Instant::now()).map(|mut r| r.remove(0));
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }
+    }
+
+    /// Runs a batch, turning a panic inside the backend into an error for its requests.
+    fn guarded(&mut self, jobs: &[Job], rows: usize, start: Instant) -> Result<Vec<Vec<Tensor>>, InferError> {
+        let mut results: Vec<Vec<Tensor>> = jobs.iter().map(|_| Vec::with_capacity(self.spec.outputs.len())).collect();
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_batch(jobs, rows, start, &mut results)));
+        let outcome = outcome.unwrap_or_else(|_| Err(InferError::Internal(format!("model '{}' panicked while executing", self.spec.name))));
+        if let Err(e) = &outcome {
+            tracing::warn!(model = %self.spec.name, requests = jobs.len(), "execution failed: {e}");
+        }
+        outcome.map(|()| results)
     }
 
     fn run_batch(
@@ -157,9 +162,10 @@ impl Worker {
             })
             .collect();
         let infer_start = Instant::now();
-        self.instance
-            .execute(&inputs, &mut self.outputs)
-            .map_err(|e| InferError::Internal(e.to_string()))?;
+        self.instance.execute(&inputs, &mut self.outputs).map_err(|e| match e {
+            BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
+            other => InferError::Internal(other.to_string()),
+        })?;
         let infer_end = Instant::now();
         if self.outputs.len() != spec.outputs.len() {
             return Err(InferError::Internal(format!(

@@ -1,0 +1,152 @@
+//! A real server for the integration tests: started once per test binary, on ephemeral ports, serving the
+//! example repository (`models/`) and the test repository (`tests/models/`), on its own runtime so that it
+//! outlives each test's runtime.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use clap::Parser;
+use inferd::cli::{Cli, Command, ServeArgs};
+use inferd::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use inferd::server::RunningServer;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub http: String,
+    pub grpc: String,
+    pub metrics: String,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Command-line arguments as a user would type them, with every port ephemeral and on loopback.
+pub fn args(extra: &[&str]) -> ServeArgs {
+    let mut argv = vec![
+        "inferd",
+        "serve",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--http-address",
+        "127.0.0.1",
+        "--grpc-address",
+        "127.0.0.1",
+        "--metrics-address",
+        "127.0.0.1",
+    ];
+    argv.extend_from_slice(extra);
+    let Cli { command: Command::Serve(args) } = Cli::parse_from(argv);
+    args
+}
+
+/// Starts a server with `args` on a runtime of its own that lives as long as the test process.
+pub fn spawn(args: ServeArgs) -> anyhow::Result<TestServer> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            match inferd::server::start(args).await {
+                Ok(mut server) => {
+                    let _ = tx.send(Ok(addrs(&server)));
+                    let _ = server.wait().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv()?
+}
+
+fn addrs(s: &RunningServer) -> TestServer {
+    let url = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    TestServer {
+        http: format!("http://{}", url(s.http_addr)),
+        grpc: format!("http://{}", url(s.grpc_addr)),
+        metrics: format!("http://{}", url(s.metrics_addr)),
+    }
+}
+
+/// The shared server: example and test repositories.
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let models = root().join("models");
+        let test_models = root().join("tests/models");
+        let a = args(&["--model-repository", path(&models), "--model-repository", path(&test_models)]);
+        spawn(a).expect("the test server starts")
+    })
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A client per call: a pooled connection belongs to the runtime of the test that opened it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+pub async fn get(url: &str) -> (u16, Value) {
+    read(http().get(url).send().await.expect("request sent")).await
+}
+
+pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    read(http().post(url).json(body).send().await.expect("request sent")).await
+}
+
+pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> reqwest::Response {
+    let mut req = http().post(url).body(body);
+    if let Some(n) = header_len {
+        req = req.header("Inference-Header-Content-Length", n.to_string());
+    }
+    req.send().await.expect("request sent")
+}
+
+pub async fn grpc(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
+    GrpcInferenceServiceClient::connect(server.grpc.clone()).await.expect("gRPC connects")
+}
+
+pub fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn i32_values(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn f32_values(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// Two INT32 inputs for `simple` of `rows` rows, with distinct values everywhere.
+pub fn simple_inputs(rows: usize) -> (Vec<i32>, Vec<i32>) {
+    let n = 16 * rows as i32;
+    ((0..n).collect(), (0..n).map(|x| 100 - 3 * x).collect())
+}
+
+/// A deterministic pseudo-random FP32 row generator (no extra crates needed).
+pub fn random_f32(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
