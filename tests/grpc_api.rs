@@ -9,7 +9,12 @@ use inferd::proto::*;
 use tonic::Code;
 
 fn input(name: &str, datatype: &str, shape: Vec<i64>) -> InferInputTensor {
-    InferInputTensor { name: name.into(), datatype: datatype.into(), shape, ..Default::default() }
+    InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape,
+        ..Default::default()
+    }
 }
 
 fn simple_raw(rows: usize, id: &str) -> ModelInferRequest {
@@ -17,7 +22,10 @@ fn simple_raw(rows: usize, id: &str) -> ModelInferRequest {
     ModelInferRequest {
         model_name: "simple".into(),
         id: id.into(),
-        inputs: vec![input("INPUT0", "INT32", vec![rows as i64, 16]), input("INPUT1", "INT32", vec![rows as i64, 16])],
+        inputs: vec![
+            input("INPUT0", "INT32", vec![rows as i64, 16]),
+            input("INPUT1", "INT32", vec![rows as i64, 16]),
+        ],
         raw_input_contents: vec![Bytes::from(i32_bytes(&a)), Bytes::from(i32_bytes(&b))],
         ..Default::default()
     }
@@ -25,42 +33,97 @@ fn simple_raw(rows: usize, id: &str) -> ModelInferRequest {
 
 fn sums(rows: usize) -> (Vec<i32>, Vec<i32>) {
     let (a, b) = simple_inputs(rows);
-    (a.iter().zip(&b).map(|(x, y)| x + y).collect(), a.iter().zip(&b).map(|(x, y)| x - y).collect())
+    (
+        a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+        a.iter().zip(&b).map(|(x, y)| x - y).collect(),
+    )
 }
 
 #[tokio::test]
 async fn health_rpcs_report_live_and_ready() {
     let mut c = grpc(server()).await;
-    assert!(c.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
-    assert!(c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
-    let ready = c.model_ready(ModelReadyRequest { name: "simple".into(), version: "1".into() }).await.unwrap();
+    assert!(
+        c.server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        c.server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let ready = c
+        .model_ready(ModelReadyRequest {
+            name: "simple".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap();
     assert!(ready.into_inner().ready);
-    let unknown = c.model_ready(ModelReadyRequest { name: "nope".into(), version: String::new() }).await.unwrap();
-    assert!(!unknown.into_inner().ready, "an unknown model is not ready, as in Triton");
+    let unknown = c
+        .model_ready(ModelReadyRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !unknown.into_inner().ready,
+        "an unknown model is not ready, as in Triton"
+    );
 }
 
 #[tokio::test]
 async fn metadata_and_config_rpcs_describe_the_model() {
     let mut c = grpc(server()).await;
-    let md = c.server_metadata(ServerMetadataRequest {}).await.unwrap().into_inner();
+    let md = c
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(md.name, "inferd");
     assert!(md.extensions.contains(&"binary_tensor_data".to_string()));
-    let mm = c.model_metadata(ModelMetadataRequest { name: "mlp".into(), version: String::new() }).await.unwrap().into_inner();
+    let mm = c
+        .model_metadata(ModelMetadataRequest {
+            name: "mlp".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mm.versions, vec!["1"]);
     assert_eq!(mm.inputs[0].name, "INPUT");
     assert_eq!(mm.inputs[0].datatype, "FP32");
     assert_eq!(mm.inputs[0].shape, vec![-1, 64]);
     assert_eq!(mm.outputs[0].shape, vec![-1, 10]);
-    let cfg = c.model_config(ModelConfigRequest { name: "mlp".into(), version: "1".into() }).await.unwrap().into_inner();
+    let cfg = c
+        .model_config(ModelConfigRequest {
+            name: "mlp".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let cfg = cfg.config.expect("config");
     assert_eq!(cfg.max_batch_size, 64);
-    assert!(matches!(cfg.scheduling_choice, Some(model_config::SchedulingChoice::DynamicBatching(_))));
+    assert!(matches!(
+        cfg.scheduling_choice,
+        Some(model_config::SchedulingChoice::DynamicBatching(_))
+    ));
 }
 
 #[tokio::test]
 async fn raw_contents_infer_answers_in_raw_output_contents() {
     let mut c = grpc(server()).await;
-    let resp = c.model_infer(simple_raw(2, "g-1")).await.unwrap().into_inner();
+    let resp = c
+        .model_infer(simple_raw(2, "g-1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.id, "g-1");
     assert_eq!(resp.model_name, "simple");
     assert_eq!(resp.model_version, "1");
@@ -76,17 +139,31 @@ async fn raw_contents_infer_answers_in_raw_output_contents() {
 async fn typed_contents_are_accepted_and_requested_outputs_respected() {
     let (a, b) = simple_inputs(1);
     let mut i0 = input("INPUT0", "INT32", vec![1, 16]);
-    i0.contents = Some(InferTensorContents { int_contents: a.clone(), ..Default::default() });
+    i0.contents = Some(InferTensorContents {
+        int_contents: a.clone(),
+        ..Default::default()
+    });
     let mut i1 = input("INPUT1", "INT32", vec![1, 16]);
-    i1.contents = Some(InferTensorContents { int_contents: b.clone(), ..Default::default() });
+    i1.contents = Some(InferTensorContents {
+        int_contents: b.clone(),
+        ..Default::default()
+    });
     let req = ModelInferRequest {
         model_name: "simple".into(),
         model_version: "1".into(),
         inputs: vec![i0, i1],
-        outputs: vec![InferRequestedOutputTensor { name: "OUTPUT1".into(), ..Default::default() }],
+        outputs: vec![InferRequestedOutputTensor {
+            name: "OUTPUT1".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
-    let resp = grpc(server()).await.model_infer(req).await.unwrap().into_inner();
+    let resp = grpc(server())
+        .await
+        .model_infer(req)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.outputs.len(), 1);
     assert_eq!(resp.outputs[0].name, "OUTPUT1");
     assert_eq!(i32_values(&resp.raw_output_contents[0]), sums(1).1);
@@ -95,14 +172,21 @@ async fn typed_contents_are_accepted_and_requested_outputs_respected() {
 #[tokio::test]
 async fn typed_bytes_contents_work_for_string_models() {
     let mut c = grpc(server()).await;
-    let strs = |v: &[i64]| InferTensorContents { bytes_contents: v.iter().map(|x| Bytes::from(x.to_string())).collect(), ..Default::default() };
+    let strs = |v: &[i64]| InferTensorContents {
+        bytes_contents: v.iter().map(|x| Bytes::from(x.to_string())).collect(),
+        ..Default::default()
+    };
     let a: Vec<i64> = (0..16).collect();
     let b: Vec<i64> = (0..16).map(|x| -x * 2).collect();
     let mut i0 = input("INPUT0", "BYTES", vec![1, 16]);
     i0.contents = Some(strs(&a));
     let mut i1 = input("INPUT1", "BYTES", vec![1, 16]);
     i1.contents = Some(strs(&b));
-    let req = ModelInferRequest { model_name: "simple_string".into(), inputs: vec![i0, i1], ..Default::default() };
+    let req = ModelInferRequest {
+        model_name: "simple_string".into(),
+        inputs: vec![i0, i1],
+        ..Default::default()
+    };
     let resp = c.model_infer(req).await.unwrap().into_inner();
     assert_eq!(resp.outputs[0].datatype, "BYTES");
     // Raw BYTES: each element is a 4-byte little-endian length then the bytes.
@@ -121,28 +205,50 @@ async fn typed_bytes_contents_work_for_string_models() {
 #[tokio::test]
 async fn statistics_rpc_counts_what_was_served() {
     let mut c = grpc(server()).await;
-    let count = |r: ModelStatisticsResponse| r.model_stats[0].inference_stats.clone().unwrap().success.unwrap().count;
-    let stats_req = || ModelStatisticsRequest { name: "identity_fp64".into(), version: String::new() };
+    let count = |r: ModelStatisticsResponse| {
+        r.model_stats[0]
+            .inference_stats
+            .clone()
+            .unwrap()
+            .success
+            .unwrap()
+            .count
+    };
+    let stats_req = || ModelStatisticsRequest {
+        name: "identity_fp64".into(),
+        version: String::new(),
+    };
     let before = count(c.model_statistics(stats_req()).await.unwrap().into_inner());
     for _ in 0..3 {
         let req = ModelInferRequest {
             model_name: "identity_fp64".into(),
             inputs: vec![input("INPUT0", "FP64", vec![1, 2])],
-            raw_input_contents: vec![Bytes::from([1.5f64, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())],
+            raw_input_contents: vec![Bytes::from(
+                [1.5f64, -2.0]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<_>>(),
+            )],
             ..Default::default()
         };
         c.model_infer(req).await.unwrap();
     }
     let after = count(c.model_statistics(stats_req()).await.unwrap().into_inner());
     assert_eq!(after - before, 3);
-    let all = c.model_statistics(ModelStatisticsRequest::default()).await.unwrap().into_inner();
+    let all = c
+        .model_statistics(ModelStatisticsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(all.model_stats.iter().any(|m| m.name == "simple_string"));
 }
 
 #[tokio::test]
 async fn stream_infer_answers_every_request_with_its_id() {
     let mut c = grpc(server()).await;
-    let mut requests: Vec<ModelInferRequest> = (0..10).map(|i| simple_raw(1 + i % 3, &format!("s-{i}"))).collect();
+    let mut requests: Vec<ModelInferRequest> = (0..10)
+        .map(|i| simple_raw(1 + i % 3, &format!("s-{i}")))
+        .collect();
     // One bad request in the middle gets an error message and does not end the stream.
     requests[4].inputs[0].datatype = "FP32".into();
     let outbound = tokio_stream::iter(requests);
@@ -152,7 +258,11 @@ async fn stream_infer_answers_every_request_with_its_id() {
         let resp = msg.infer_response.expect("response");
         let i: usize = resp.id.trim_start_matches("s-").parse().unwrap();
         if i == 4 {
-            assert!(msg.error_message.contains("INPUT0"), "{}", msg.error_message);
+            assert!(
+                msg.error_message.contains("INPUT0"),
+                "{}",
+                msg.error_message
+            );
         } else {
             assert!(msg.error_message.is_empty(), "{}", msg.error_message);
             assert_eq!(i32_values(&resp.raw_output_contents[0]), sums(1 + i % 3).0);
@@ -167,7 +277,11 @@ async fn expect_status(req: ModelInferRequest, code: Code, needles: &[&str]) {
     let err = grpc(server()).await.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), code, "{}", err.message());
     for n in needles {
-        assert!(err.message().contains(n), "'{}' does not mention '{n}'", err.message());
+        assert!(
+            err.message().contains(n),
+            "'{}' does not mention '{n}'",
+            err.message()
+        );
     }
 }
 
@@ -178,20 +292,40 @@ async fn errors_map_to_grpc_status_codes() {
     expect_status(unknown, Code::NotFound, &["Request for unknown model"]).await;
     let mut bad_version = simple_raw(1, "");
     bad_version.model_version = "7".into();
-    expect_status(bad_version, Code::NotFound, &["Request for unknown model", "version 7"]).await;
+    expect_status(
+        bad_version,
+        Code::NotFound,
+        &["Request for unknown model", "version 7"],
+    )
+    .await;
     let mut wrong_type = simple_raw(1, "");
     wrong_type.inputs[1].datatype = "INT64".into();
-    expect_status(wrong_type, Code::InvalidArgument, &["INPUT1", "INT64", "INT32"]).await;
+    expect_status(
+        wrong_type,
+        Code::InvalidArgument,
+        &["INPUT1", "INT64", "INT32"],
+    )
+    .await;
     let mut wrong_shape = simple_raw(1, "");
     wrong_shape.inputs[0].shape = vec![1, 8];
     expect_status(wrong_shape, Code::InvalidArgument, &["INPUT0", "[1,8]"]).await;
     let mut short = simple_raw(1, "");
     short.raw_input_contents[0] = Bytes::from_static(&[0; 12]);
-    expect_status(short, Code::InvalidArgument, &["INPUT0", "Expected 64, got 12"]).await;
+    expect_status(
+        short,
+        Code::InvalidArgument,
+        &["INPUT0", "Expected 64, got 12"],
+    )
+    .await;
     let mut missing = simple_raw(1, "");
     missing.inputs.pop();
     missing.raw_input_contents.pop();
-    expect_status(missing, Code::InvalidArgument, &["missing required input", "INPUT1"]).await;
+    expect_status(
+        missing,
+        Code::InvalidArgument,
+        &["missing required input", "INPUT1"],
+    )
+    .await;
     let mut mismatched = simple_raw(1, "");
     mismatched.raw_input_contents.pop();
     expect_status(mismatched, Code::InvalidArgument, &["raw_input_contents"]).await;
@@ -206,9 +340,15 @@ async fn malformed_protobuf_is_invalid_argument() {
     let payload = [0xffu8, 0xff, 0xff, 0xff, 0x0f, 0x01];
     body.extend((payload.len() as u32).to_be_bytes());
     body.extend(payload);
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = client
-        .post(format!("{}/inference.GRPCInferenceService/ModelInfer", server().grpc))
+        .post(format!(
+            "{}/inference.GRPCInferenceService/ModelInfer",
+            server().grpc
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(body)
@@ -216,6 +356,14 @@ async fn malformed_protobuf_is_invalid_argument() {
         .await
         .unwrap();
     // gRPC reports the status in the headers when there is no body ("trailers-only").
-    let status = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
-    assert_eq!(status.as_deref(), Some("3"), "INVALID_ARGUMENT is 3; headers: {:?}", resp.headers());
+    let status = resp
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        status.as_deref(),
+        Some("3"),
+        "INVALID_ARGUMENT is 3; headers: {:?}",
+        resp.headers()
+    );
 }

@@ -274,12 +274,15 @@ fn input_value<'a>(input: &BatchInput<'a>) -> Result<SessionInputValue<'a>, Back
                     exec_err(format!("input '{}': malformed BYTES data", input.name))
                 })?;
                 // ONNX Runtime copies strings as C strings: they must be text without NUL bytes.
-                let s = std::str::from_utf8(e).ok().filter(|s| !s.contains('\0')).ok_or_else(|| {
-                    BackendError::InvalidInput(format!(
-                        "input '{}': ONNX string tensors hold UTF-8 text without NUL bytes",
-                        input.name
-                    ))
-                })?;
+                let s = std::str::from_utf8(e)
+                    .ok()
+                    .filter(|s| !s.contains('\0'))
+                    .ok_or_else(|| {
+                        BackendError::InvalidInput(format!(
+                            "input '{}': ONNX string tensors hold UTF-8 text without NUL bytes",
+                            input.name
+                        ))
+                    })?;
                 strings.push(s.to_string());
             }
             Ok(

@@ -57,7 +57,10 @@ impl GrpcInferenceService for GrpcService {
     }
 
     /// Like Triton, an unknown model or version is simply not ready here (HTTP answers 404 for it).
-    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
         let r = req.into_inner();
         let ready = match self.core.model_ready(&r.name, version(&r.version)) {
             Err(InferError::NotFound(_)) => false,

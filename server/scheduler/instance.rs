@@ -107,7 +107,9 @@ impl Worker {
             Err(_) if jobs.len() > 1 => {
                 for job in jobs.drain(..) {
                     let single = std::slice::from_ref(&job);
-                    let result = self.guarded(single, job.rows, Instant::now()).map(|mut r| r.remove(0));
+                    let result = self
+                        .guarded(single, job.rows, Instant::now())
+                        .map(|mut r| r.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
@@ -120,10 +122,25 @@ impl Worker {
     }
 
     /// Runs a batch, turning a panic inside the backend into an error for its requests.
-    fn guarded(&mut self, jobs: &[Job], rows: usize, start: Instant) -> Result<Vec<Vec<Tensor>>, InferError> {
-        let mut results: Vec<Vec<Tensor>> = jobs.iter().map(|_| Vec::with_capacity(self.spec.outputs.len())).collect();
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_batch(jobs, rows, start, &mut results)));
-        let outcome = outcome.unwrap_or_else(|_| Err(InferError::Internal(format!("model '{}' panicked while executing", self.spec.name))));
+    fn guarded(
+        &mut self,
+        jobs: &[Job],
+        rows: usize,
+        start: Instant,
+    ) -> Result<Vec<Vec<Tensor>>, InferError> {
+        let mut results: Vec<Vec<Tensor>> = jobs
+            .iter()
+            .map(|_| Vec::with_capacity(self.spec.outputs.len()))
+            .collect();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            self.run_batch(jobs, rows, start, &mut results)
+        }));
+        let outcome = outcome.unwrap_or_else(|_| {
+            Err(InferError::Internal(format!(
+                "model '{}' panicked while executing",
+                self.spec.name
+            )))
+        });
         if let Err(e) = &outcome {
             tracing::warn!(model = %self.spec.name, requests = jobs.len(), "execution failed: {e}");
         }
@@ -162,10 +179,12 @@ impl Worker {
             })
             .collect();
         let infer_start = Instant::now();
-        self.instance.execute(&inputs, &mut self.outputs).map_err(|e| match e {
-            BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
-            other => InferError::Internal(other.to_string()),
-        })?;
+        self.instance
+            .execute(&inputs, &mut self.outputs)
+            .map_err(|e| match e {
+                BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
+                other => InferError::Internal(other.to_string()),
+            })?;
         let infer_end = Instant::now();
         if self.outputs.len() != spec.outputs.len() {
             return Err(InferError::Internal(format!(

@@ -43,7 +43,9 @@ pub fn args(extra: &[&str]) -> ServeArgs {
         "127.0.0.1",
     ];
     argv.extend_from_slice(extra);
-    let Cli { command: Command::Serve(args) } = Cli::parse_from(argv);
+    let Cli {
+        command: Command::Serve(args),
+    } = Cli::parse_from(argv);
     args
 }
 
@@ -51,7 +53,11 @@ pub fn args(extra: &[&str]) -> ServeArgs {
 pub fn spawn(args: ServeArgs) -> anyhow::Result<TestServer> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             match inferd::server::start(args).await {
                 Ok(mut server) => {
@@ -82,7 +88,12 @@ pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| {
         let models = root().join("models");
         let test_models = root().join("tests/models");
-        let a = args(&["--model-repository", path(&models), "--model-repository", path(&test_models)]);
+        let a = args(&[
+            "--model-repository",
+            path(&models),
+            "--model-repository",
+            path(&test_models),
+        ]);
         spawn(a).expect("the test server starts")
     })
 }
@@ -99,7 +110,10 @@ pub fn http() -> reqwest::Client {
 async fn read(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 pub async fn get(url: &str) -> (u16, Value) {
@@ -107,7 +121,15 @@ pub async fn get(url: &str) -> (u16, Value) {
 }
 
 pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    read(http().post(url).json(body).send().await.expect("request sent")).await
+    read(
+        http()
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent"),
+    )
+    .await
 }
 
 pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> reqwest::Response {
@@ -119,7 +141,9 @@ pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> re
 }
 
 pub async fn grpc(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
-    GrpcInferenceServiceClient::connect(server.grpc.clone()).await.expect("gRPC connects")
+    GrpcInferenceServiceClient::connect(server.grpc.clone())
+        .await
+        .expect("gRPC connects")
 }
 
 pub fn i32_bytes(v: &[i32]) -> Vec<u8> {
@@ -127,11 +151,15 @@ pub fn i32_bytes(v: &[i32]) -> Vec<u8> {
 }
 
 pub fn i32_values(b: &[u8]) -> Vec<i32> {
-    b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 pub fn f32_values(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Two INT32 inputs for `simple` of `rows` rows, with distinct values everywhere.
@@ -142,10 +170,14 @@ pub fn simple_inputs(rows: usize) -> (Vec<i32>, Vec<i32>) {
 
 /// A deterministic pseudo-random FP32 row generator (no extra crates needed).
 pub fn random_f32(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
