@@ -16,10 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Malformed messages are INVALID_ARGUMENT, not INTERNAL.
         .codec_path("crate::protocol::grpc_codec::ProtoCodec")
         .file_descriptor_set_path(out.join("inference_descriptor.bin"))
-        .compile_protos(
-            &["proto/grpc_service.proto", "proto/model_config.proto"],
-            &["proto"],
-        )?;
+        .compile_protos(&["proto/grpc_service.proto", "proto/model_config.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -213,6 +213,83 @@ def identity_model(tname, elem_type):
     return name, make_model(graph), cfg
 
 
+# Calibrated with onnxruntime 1.31 (1 intra-op thread) on the 2-core dev machine: one Loop
+# iteration (64x64 MatMul + Tanh) takes ~4 us, so INPUT0 = 100 runs for ~100 ms.
+SLOW_ITERS_PER_MS = 250.0
+SLOW_MAX_MS = 60000.0  # cap so a huge INPUT0 cannot wedge the instance for hours
+SLOW_N = 64
+
+
+def slow_onnx():
+    """`slow`: OUTPUT0 = INPUT0 exactly, after burning CPU for ~max(INPUT0) milliseconds.
+
+    An ONNX Loop runs round(max(INPUT0) * SLOW_ITERS_PER_MS) iterations of v = Tanh(v @ W)
+    on a 64x64 loop-carried state; the final state is folded into the output as
+    OUTPUT0 = INPUT0 * (0 * sum(v) + 1), so onnxruntime cannot prune the loop, while the
+    output stays bit-identical to the input (Tanh keeps sum(v) finite; -0.0 and inf survive).
+    """
+    F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((SLOW_N, SLOW_N)) / np.sqrt(SLOW_N)).astype(np.float32)
+    v0 = np.full((SLOW_N, SLOW_N), 0.5, dtype=np.float32)
+    scalar = lambda v, n: numpy_helper.from_array(np.array(v, dtype=np.float32), n)  # noqa: E731
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["v_in", "w"], ["mm"]),
+            helper.make_node("Tanh", ["mm"], ["v_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "spin_body",
+        [vi("iter", I64, []), vi("cond_in", B, []), vi("v_in", F, [SLOW_N, SLOW_N])],
+        [vi("cond_out", B, []), vi("v_out", F, [SLOW_N, SLOW_N])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["INPUT0"], ["max_ms"], keepdims=0),
+            helper.make_node("Max", ["max_ms", "zero"], ["max_ms_pos"]),
+            helper.make_node("Min", ["max_ms_pos", "max_ms_cap"], ["ms"]),
+            helper.make_node("Mul", ["ms", "iters_per_ms"], ["trips_f"]),
+            helper.make_node("Round", ["trips_f"], ["trips_r"]),
+            helper.make_node("Cast", ["trips_r"], ["trips"], to=I64),
+            helper.make_node("Loop", ["trips", "", "v0"], ["v_final"], body=body),
+            helper.make_node("ReduceSum", ["v_final"], ["spin"], keepdims=0),
+            helper.make_node("Mul", ["spin", "zero"], ["spin_zero"]),
+            helper.make_node("Add", ["spin_zero", "one"], ["unit"]),
+            helper.make_node("Mul", ["INPUT0", "unit"], ["OUTPUT0"]),
+        ],
+        "slow",
+        [vi("INPUT0", F, ["batch", 1])],
+        [vi("OUTPUT0", F, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(v0, "v0"),
+            scalar(0.0, "zero"),
+            scalar(1.0, "one"),
+            scalar(SLOW_MAX_MS, "max_ms_cap"),
+            scalar(SLOW_ITERS_PER_MS, "iters_per_ms"),
+        ],
+    )
+    return make_model(graph)
+
+
+def slow_config(name, max_queue_size, timeout_action):
+    return config(
+        name, 8, [("INPUT0", "TYPE_FP32", [1])], [("OUTPUT0", "TYPE_FP32", [1])]
+    ) + (
+        "dynamic_batching {\n"
+        "  max_queue_delay_microseconds: 0\n"
+        "  priority_levels: 3\n"
+        "  default_priority_level: 2\n"
+        "  default_queue_policy {\n"
+        f"    max_queue_size: {max_queue_size}\n"
+        f"    timeout_action: {timeout_action}\n"
+        "    default_timeout_microseconds: 0\n"
+        "    allow_timeout_override: true\n"
+        "  }\n"
+        "}\n"
+    )
+
+
 def generate():
     save("simple", *simple_model())
     save("simple_string", *simple_string_model())
@@ -221,6 +298,9 @@ def generate():
     save("mlp_autoconf", mlp, None)  # no config.pbtxt: must be auto-completed
     for tname, elem_type, _ in DATATYPES:
         save(*identity_model(tname, elem_type), root=TEST_ROOT)
+    slow = slow_onnx()
+    save("slow", slow, slow_config("slow", 4, "REJECT"), root=TEST_ROOT)
+    save("slow_delay", slow, slow_config("slow_delay", 16, "DELAY"), root=TEST_ROOT)
 
 
 # ---------------------------------------------------------------- verification
@@ -229,9 +309,11 @@ def verify():
     import onnxruntime as ort
 
     def sess(name):
-        root = TEST_ROOT if name.startswith("identity_") else ROOT
+        root = TEST_ROOT if name.startswith(("identity_", "slow")) else ROOT
         path = os.path.join(root, name, "1", "model.onnx")
-        return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # as in the server
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
     a = np.arange(16, dtype=np.int32).reshape(1, 16).repeat(2, axis=0)
     a[1] *= -3
@@ -281,6 +363,27 @@ def verify():
             (y,) = s.run(None, {"INPUT0": x})
             assert y.dtype == x.dtype, (name, y.dtype)
         assert y.shape == x.shape and (y == x).all(), name
+
+    import time
+
+    for name in ("slow", "slow_delay"):
+        s = sess(name)
+        x = np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+        (y,) = s.run(None, {"INPUT0": x})
+        assert y.dtype == np.float32 and y.shape == x.shape and (y == x).all(), (name, y)
+        x = np.array([[-0.0], [-5.0], [np.inf], [0.25]], dtype=np.float32)
+        (y,) = s.run(None, {"INPUT0": x})
+        assert (y == x).all() and np.signbit(y[0, 0]), (name, y)
+    s = sess("slow")
+    for ms in (0.0, 10.0, 100.0):
+        x = np.array([[ms]], dtype=np.float32)
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            (y,) = s.run(None, {"INPUT0": x})
+            times.append((time.perf_counter() - t0) * 1e3)
+            assert (y == x).all()
+        print(f"verify: slow INPUT0=[{ms}] median {np.median(times):.1f} ms over 5 runs")
 
     print("verify: all models OK")
 

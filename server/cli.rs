@@ -100,6 +100,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
+    /// Requests in flight across all models before new ones are refused with 429 / RESOURCE_EXHAUSTED
+    /// (0: no cap; each model's queue is bounded regardless).
+    #[arg(long, env = "INFERD_MAX_INFLIGHT_REQUESTS", default_value_t = 0)]
+    pub max_inflight_requests: usize,
+
     /// Largest HTTP request body, in bytes.
     #[arg(long, env = "INFERD_HTTP_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     pub http_max_body_bytes: usize,

@@ -2,7 +2,7 @@
 //! It owns the routing table and loads the model repository into it.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,18 +14,13 @@ use crate::error::{InferError, InferResult};
 use crate::model::LoadedVersion;
 use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
 use crate::repository::{self, ModelSource};
-use crate::request::{InferRequest, InferResponse};
+use crate::request::{InferRequest, InferResponse, ParamValue};
 use crate::routing::{ModelEntry, ModelState, RoutingTable};
-use crate::scheduler::Job;
+use crate::scheduler::{Job, JobState, TimeoutAction};
 use crate::validate::validate;
 
 /// The protocol extensions this server implements, as `GET /v2` lists them.
-pub const EXTENSIONS: &[&str] = &[
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-    "model_configuration",
-];
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "parameters", "statistics", "model_configuration"];
 
 pub struct Core {
     pub server_id: String,
@@ -35,6 +30,29 @@ pub struct Core {
     /// False once shutdown begins, so load balancers stop sending.
     accepting: AtomicBool,
     strict_readiness: bool,
+    /// Requests admitted and not yet answered, across all models; capped by `max_inflight` (0: no cap).
+    inflight: AtomicUsize,
+    max_inflight: usize,
+}
+
+/// Holds one place among the requests in flight.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn unsigned(req: &InferRequest, name: &str) -> InferResult<Option<u64>> {
+    match req.parameter(name) {
+        None => Ok(None),
+        Some(ParamValue::Int(i)) if *i >= 0 => Ok(Some(*i as u64)),
+        Some(ParamValue::Uint(u)) => Ok(Some(*u)),
+        Some(other) => Err(InferError::invalid(format!(
+            "parameter '{name}' must be a non-negative integer, got {other:?}"
+        ))),
+    }
 }
 
 impl Core {
@@ -43,6 +61,7 @@ impl Core {
         repositories: Vec<PathBuf>,
         backends: Vec<Arc<dyn Backend>>,
         strict_readiness: bool,
+        max_inflight: usize,
     ) -> Self {
         Self {
             server_id,
@@ -51,6 +70,8 @@ impl Core {
             repositories,
             accepting: AtomicBool::new(true),
             strict_readiness,
+            inflight: AtomicUsize::new(0),
+            max_inflight,
         }
     }
 
@@ -62,8 +83,7 @@ impl Core {
     /// A model that fails is recorded with its reason and the others serve.
     pub async fn load_repository(self: &Arc<Self>, only: Option<&[String]>) -> Result<(), String> {
         let found = repository::scan(&self.repositories)?;
-        if let Some(missing) = only.and_then(|names| names.iter().find(|n| !found.contains_key(*n)))
-        {
+        if let Some(missing) = only.and_then(|names| names.iter().find(|n| !found.contains_key(*n))) {
             return Err(format!(
                 "--load-model names '{missing}', which is not in the model repository"
             ));
@@ -121,8 +141,7 @@ impl Core {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.accepting.load(Ordering::Relaxed)
-            && (!self.strict_readiness || self.table.load().all_ready())
+        self.accepting.load(Ordering::Relaxed) && (!self.strict_readiness || self.table.load().all_ready())
     }
 
     pub fn stop_accepting(&self) {
@@ -140,54 +159,101 @@ impl Core {
 
     pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
         let received = Instant::now();
-        let version = self
-            .table
-            .load()
-            .resolve(&req.model, req.version.as_deref())?
-            .clone();
-        let result = self.run(&version, req, received).await;
+        let version = self.table.load().resolve(&req.model, req.version.as_deref())?.clone();
+        let result = match self.admit() {
+            Ok(_admitted) => self.run(&version, req, received).await,
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(_) => version.stats.success.add(received.elapsed()),
-            Err(e) => version
-                .stats
-                .record_failure(e.fail_reason(), received.elapsed()),
+            Err(e) => version.stats.record_failure(e.fail_reason(), received.elapsed()),
         }
         result
     }
 
-    async fn run(
-        &self,
-        version: &LoadedVersion,
-        req: InferRequest,
-        received: Instant,
-    ) -> InferResult<InferResponse> {
+    fn admit(&self) -> InferResult<Admitted<'_>> {
+        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(&self.inflight);
+        if self.max_inflight > 0 && before >= self.max_inflight {
+            return Err(InferError::ResourceExhausted(format!(
+                "inference request rejected: the server has {} requests in flight (--max-inflight-requests)",
+                self.max_inflight
+            )));
+        }
+        Ok(admitted)
+    }
+
+    async fn run(&self, version: &LoadedVersion, req: InferRequest, received: Instant) -> InferResult<InferResponse> {
         let spec = &version.spec;
         let wanted: Vec<usize> = req
             .outputs
             .iter()
             .map(|name| {
-                spec.outputs
-                    .iter()
-                    .position(|o| &o.name == name)
-                    .ok_or_else(|| {
-                        InferError::invalid(format!(
-                            "unexpected inference output '{name}' for model '{}'",
-                            spec.name
-                        ))
-                    })
+                spec.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
+                    InferError::invalid(format!(
+                        "unexpected inference output '{name}' for model '{}'",
+                        spec.name
+                    ))
+                })
             })
             .collect::<InferResult<_>>()?;
+        // Triton's request parameters: `priority` (1 is highest; 0 or absent means the model's default) and
+        // `timeout` in microseconds, where the model's queue policy allows overriding its default.
+        let policy = version.scheduler.policy();
+        let level = match unsigned(&req, "priority")? {
+            None | Some(0) => policy.default_priority,
+            Some(p) if (p as usize) <= policy.levels.len() => p as usize,
+            Some(p) => {
+                return Err(InferError::invalid(format!(
+                    "priority {p} is out of range for model '{}' (1 to {})",
+                    spec.name,
+                    policy.levels.len()
+                )))
+            }
+        } - 1;
+        let queue_policy = &policy.levels[level];
+        let timeout = match unsigned(&req, "timeout")? {
+            Some(us) if queue_policy.allow_timeout_override => Some(std::time::Duration::from_micros(us)),
+            _ => queue_policy.default_timeout,
+        }
+        .filter(|t| !t.is_zero());
+        let deadline = timeout.map(|t| received + t);
+        let state = deadline.map(|_| Arc::new(JobState::default()));
         let validated = validate(spec, req.inputs)?;
-        let (reply, rx) = oneshot::channel();
-        version.scheduler.submit(Job {
+        let (reply, mut rx) = oneshot::channel();
+        let job = Job {
             inputs: validated.inputs,
             rows: validated.batch,
             enqueued: received,
             reply,
-        })?;
-        let mut outputs = rx.await.map_err(|_| {
-            InferError::Internal(format!("model '{}' dropped the request", spec.name))
-        })??;
+            level,
+            deadline,
+            state: state.clone(),
+            seq: 0,
+        };
+        version.scheduler.submit(job)?;
+        let dropped = || InferError::Internal(format!("model '{}' dropped the request", spec.name));
+        let result = match (deadline, state) {
+            // The timeout fires while the request waits, whatever the instances are doing; once an instance has
+            // taken the request it runs to the end.
+            (Some(deadline), Some(state)) if queue_policy.timeout_action == TimeoutAction::Reject => {
+                tokio::select! {
+                    r = &mut rx => r.map_err(|_| dropped())?,
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        if state.time_out() {
+                            return Err(InferError::Timeout(format!(
+                                "request for model '{}' timed out after {} us waiting in the queue",
+                                spec.name,
+                                timeout.unwrap_or_default().as_micros()
+                            )));
+                        }
+                        rx.await.map_err(|_| dropped())?
+                    }
+                }
+            }
+            _ => rx.await.map_err(|_| dropped())?,
+        };
+        let mut outputs = result?;
         if !wanted.is_empty() {
             let mut all: Vec<Option<_>> = outputs.into_iter().map(Some).collect();
             outputs = wanted.iter().filter_map(|&i| all[i].take()).collect();
@@ -208,11 +274,7 @@ impl Core {
         }
     }
 
-    pub fn model_metadata(
-        &self,
-        model: &str,
-        version: Option<&str>,
-    ) -> InferResult<proto::ModelMetadataResponse> {
+    pub fn model_metadata(&self, model: &str, version: Option<&str>) -> InferResult<proto::ModelMetadataResponse> {
         let table = self.table.load();
         let lv = table.resolve(model, version)?;
         let entry = table.entry(model)?;
@@ -239,11 +301,7 @@ impl Core {
     }
 
     /// Triton's statistics for one version, every version of one model, or every model (`model` empty).
-    pub fn model_statistics(
-        &self,
-        model: &str,
-        version: Option<&str>,
-    ) -> InferResult<proto::ModelStatisticsResponse> {
+    pub fn model_statistics(&self, model: &str, version: Option<&str>) -> InferResult<proto::ModelStatisticsResponse> {
         let table = self.table.load();
         let mut versions: Vec<&Arc<LoadedVersion>> = Vec::new();
         if model.is_empty() {

@@ -17,9 +17,12 @@ pub enum InferError {
     /// A queue or limit is full: 429 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// The request gave up (client gone, timeout) before it ran.
+    /// The request gave up (client gone) before it ran.
     #[error("{0}")]
     Cancelled(String),
+    /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
+    #[error("{0}")]
+    Timeout(String),
     /// The backend failed while running the model: 500 / INTERNAL.
     #[error("{0}")]
     Internal(String),
@@ -34,7 +37,7 @@ impl InferError {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             // 499 is what proxies log for a client that went away; it never reaches that client.
             Self::Cancelled(_) => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
@@ -47,6 +50,7 @@ impl InferError {
             Self::NotFound(_) => tonic::Code::NotFound,
             Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
             Self::Cancelled(_) => tonic::Code::Cancelled,
             Self::Internal(_) => tonic::Code::Internal,
@@ -56,7 +60,7 @@ impl InferError {
     /// The failure reason Triton's metrics use (`nv_inference_request_failure{reason=...}`).
     pub fn fail_reason(&self) -> FailReason {
         match self {
-            Self::ResourceExhausted(_) => FailReason::Rejected,
+            Self::ResourceExhausted(_) | Self::Timeout(_) => FailReason::Rejected,
             Self::Cancelled(_) => FailReason::Canceled,
             Self::Internal(_) => FailReason::Backend,
             _ => FailReason::Other,

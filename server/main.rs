@@ -2,11 +2,8 @@ use clap::Parser;
 use inferd::cli::{Cli, Command, LogFormat};
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -20,9 +17,8 @@ async fn main() -> anyhow::Result<()> {
     } = Cli::parse();
     init_logging(args.log_format);
     let mut server = inferd::server::start(args).await?;
-    let listening = |name: &str, addr: Option<std::net::SocketAddr>| {
-        addr.map(|a| format!("{name} {a}")).unwrap_or_default()
-    };
+    let listening =
+        |name: &str, addr: Option<std::net::SocketAddr>| addr.map(|a| format!("{name} {a}")).unwrap_or_default();
     tracing::info!(
         "inferd ready: {} {} {}",
         listening("HTTP", server.http_addr),
@@ -43,11 +39,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -22,17 +22,14 @@ impl Metrics {
     pub fn new() -> Self {
         let process = Registry::new();
         // Not every platform has a process collector; the rest of the metrics do not depend on it.
-        let _ = process.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        let _ = process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         Self { process }
     }
 
     pub fn render(&self, core: &Core) -> String {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| -> IntCounterVec {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("static metric definition");
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
             let _ = registry.register(Box::new(c.clone()));
             c
         };
@@ -47,16 +44,8 @@ impl Metrics {
             "Number of failed inference requests",
             &["model", "version", "reason"],
         );
-        let count = counter(
-            "nv_inference_count",
-            "Number of inferences performed (batch rows)",
-            mv,
-        );
-        let exec = counter(
-            "nv_inference_exec_count",
-            "Number of model executions (batches)",
-            mv,
-        );
+        let count = counter("nv_inference_count", "Number of inferences performed (batch rows)", mv);
+        let exec = counter("nv_inference_exec_count", "Number of model executions (batches)", mv);
         let request_us = counter(
             "nv_inference_request_duration_us",
             "Cumulative inference request duration in microseconds",
@@ -83,10 +72,7 @@ impl Metrics {
             mv,
         );
         let pending = IntGaugeVec::new(
-            Opts::new(
-                "nv_inference_pending_request_count",
-                "Requests waiting in the queue",
-            ),
+            Opts::new("nv_inference_pending_request_count", "Requests waiting in the queue"),
             mv,
         )
         .expect("static metric definition");
@@ -113,15 +99,9 @@ impl Metrics {
                     .with_label_values(&labels)
                     .inc_by(us(&s.success) + us(&s.fail));
                 queue_us.with_label_values(&labels).inc_by(us(&s.queue));
-                input_us
-                    .with_label_values(&labels)
-                    .inc_by(us(&s.compute_input));
-                infer_us
-                    .with_label_values(&labels)
-                    .inc_by(us(&s.compute_infer));
-                output_us
-                    .with_label_values(&labels)
-                    .inc_by(us(&s.compute_output));
+                input_us.with_label_values(&labels).inc_by(us(&s.compute_input));
+                infer_us.with_label_values(&labels).inc_by(us(&s.compute_infer));
+                output_us.with_label_values(&labels).inc_by(us(&s.compute_output));
                 pending
                     .with_label_values(&labels)
                     .set(lv.scheduler.queue_depth() as i64);
@@ -142,10 +122,7 @@ pub fn router(core: Arc<Core>, metrics: Arc<Metrics>) -> axum::Router {
             let (core, metrics) = (core.clone(), metrics.clone());
             async move {
                 (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     metrics.render(&core),
                 )
             }

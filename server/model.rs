@@ -26,42 +26,29 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
-        let tensor = |name: &str,
-                      data_type: i32,
-                      dims: &[i64],
-                      reshape: Option<&crate::proto::ModelTensorReshape>,
-                      optional| {
-            let datatype = ConfigType::try_from(data_type)
-                .ok()
-                .and_then(DataType::from_config)
-                .ok_or_else(|| format!("tensor '{name}' has no valid data_type"))?;
-            if dims.iter().any(|&d| d < -1) {
-                return Err(format!(
-                    "tensor '{name}' has an invalid dimension in {dims:?}"
-                ));
-            }
-            Ok(TensorSpec {
-                name: name.to_string(),
-                datatype,
-                dims: dims.to_vec(),
-                reshape: reshape.map(|r| r.shape.clone()),
-                optional,
-            })
-        };
-        let max_batch_size = usize::try_from(cfg.max_batch_size)
-            .map_err(|_| "max_batch_size must not be negative".to_string())?;
+        let tensor =
+            |name: &str, data_type: i32, dims: &[i64], reshape: Option<&crate::proto::ModelTensorReshape>, optional| {
+                let datatype = ConfigType::try_from(data_type)
+                    .ok()
+                    .and_then(DataType::from_config)
+                    .ok_or_else(|| format!("tensor '{name}' has no valid data_type"))?;
+                if dims.iter().any(|&d| d < -1) {
+                    return Err(format!("tensor '{name}' has an invalid dimension in {dims:?}"));
+                }
+                Ok(TensorSpec {
+                    name: name.to_string(),
+                    datatype,
+                    dims: dims.to_vec(),
+                    reshape: reshape.map(|r| r.shape.clone()),
+                    optional,
+                })
+            };
+        let max_batch_size =
+            usize::try_from(cfg.max_batch_size).map_err(|_| "max_batch_size must not be negative".to_string())?;
         let inputs = cfg
             .input
             .iter()
-            .map(|i| {
-                tensor(
-                    &i.name,
-                    i.data_type,
-                    &i.dims,
-                    i.reshape.as_ref(),
-                    i.optional,
-                )
-            })
+            .map(|i| tensor(&i.name, i.data_type, &i.dims, i.reshape.as_ref(), i.optional))
             .collect::<Result<Vec<_>, _>>()?;
         let outputs = cfg
             .output

@@ -24,10 +24,7 @@ pub struct InferRequest {
 
 impl InferRequest {
     pub fn parameter(&self, name: &str) -> Option<&ParamValue> {
-        self.parameters
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+        self.parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 }
 

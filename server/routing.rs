@@ -27,42 +27,31 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     pub fn entry(&self, model: &str) -> InferResult<&ModelEntry> {
-        self.models.get(model).ok_or_else(|| {
-            InferError::NotFound(format!("Request for unknown model: '{model}' is not found"))
-        })
+        self.models
+            .get(model)
+            .ok_or_else(|| InferError::NotFound(format!("Request for unknown model: '{model}' is not found")))
     }
 
     /// The version a request names, or the newest loaded one.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> InferResult<&Arc<LoadedVersion>> {
         let entry = self.entry(model)?;
-        let unknown_version = |v: &str| {
-            InferError::NotFound(format!(
-                "Request for unknown model: '{model}' version {v} is not found"
-            ))
-        };
+        let unknown_version =
+            |v: &str| InferError::NotFound(format!("Request for unknown model: '{model}' version {v} is not found"));
         match version.filter(|v| !v.is_empty()) {
             Some(v) => {
                 let n: i64 = v.parse().map_err(|_| unknown_version(v))?;
                 match entry.versions.get(&n) {
                     Some(lv) => Ok(lv),
-                    None if matches!(entry.state, ModelState::Unavailable(_)) => {
-                        Err(unavailable(entry))
-                    }
+                    None if matches!(entry.state, ModelState::Unavailable(_)) => Err(unavailable(entry)),
                     None => Err(unknown_version(v)),
                 }
             }
-            None => entry
-                .versions
-                .values()
-                .next_back()
-                .ok_or_else(|| unavailable(entry)),
+            None => entry.versions.values().next_back().ok_or_else(|| unavailable(entry)),
         }
     }
 
     pub fn all_ready(&self) -> bool {
-        self.models
-            .values()
-            .all(|e| matches!(e.state, ModelState::Ready))
+        self.models.values().all(|e| matches!(e.state, ModelState::Ready))
     }
 }
 
@@ -71,8 +60,6 @@ fn unavailable(entry: &ModelEntry) -> InferError {
         ModelState::Unavailable(reason) => {
             InferError::Unavailable(format!("model '{}' is not ready: {reason}", entry.name))
         }
-        ModelState::Ready => {
-            InferError::Unavailable(format!("model '{}' has no ready version", entry.name))
-        }
+        ModelState::Ready => InferError::Unavailable(format!("model '{}' has no ready version", entry.name)),
     }
 }

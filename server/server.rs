@@ -41,20 +41,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// Loads the models and starts listening. Returns once every listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
-    let ort = OrtBackend::new(library, args.intra_op_threads.max(1))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort)];
     let core = Arc::new(Core::new(
         args.id.clone(),
         args.model_repositories.clone(),
         backends,
         args.strict_readiness,
+        args.max_inflight_requests,
     ));
-    let only =
-        (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
-    core.load_repository(only)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
+    core.load_repository(only).await.map_err(anyhow::Error::msg)?;
     if args.exit_on_error {
         let table = core.table();
         if let Some((name, reason)) = table.models.iter().find_map(|(n, e)| match &e.state {
@@ -98,11 +95,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     }
     let mut metrics_addr = None;
     if args.allow_metrics {
-        let listener = bind(
-            SocketAddr::new(args.metrics_address, args.metrics_port),
-            "metrics",
-        )
-        .await?;
+        let listener = bind(SocketAddr::new(args.metrics_address, args.metrics_port), "metrics").await?;
         metrics_addr = Some(listener.local_addr()?);
         let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
         let stop = signal(&rx);

@@ -97,9 +97,7 @@ impl Stats {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
-            by_batch_size: (0..=max_batch.max(1))
-                .map(|_| BatchSizeStats::default())
-                .collect(),
+            by_batch_size: (0..=max_batch.max(1)).map(|_| BatchSizeStats::default()).collect(),
         }
     }
 
@@ -113,20 +111,12 @@ impl Stats {
     }
 
     /// One executed batch of `rows` rows; each request in it is charged the batch's compute time, as Triton does.
-    pub fn record_execution(
-        &self,
-        rows: usize,
-        requests: u64,
-        input: Duration,
-        infer: Duration,
-        output: Duration,
-    ) {
+    pub fn record_execution(&self, rows: usize, requests: u64, input: Duration, infer: Duration, output: Duration) {
         self.execution_count.fetch_add(1, Relaxed);
         self.inference_count.fetch_add(rows as u64, Relaxed);
         self.compute_input.add_n(requests, input * requests as u32);
         self.compute_infer.add_n(requests, infer * requests as u32);
-        self.compute_output
-            .add_n(requests, output * requests as u32);
+        self.compute_output.add_n(requests, output * requests as u32);
         if let Some(b) = self.by_batch_size.get(rows) {
             b.compute_input.add(input);
             b.compute_infer.add(infer);

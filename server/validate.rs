@@ -47,10 +47,7 @@ pub fn validate(spec: &ModelSpec, tensors: Vec<Tensor>) -> InferResult<Validated
             Some(&t.shape[..])
         };
         let fits = dims.is_some_and(|d| {
-            d.len() == want.dims.len()
-                && d.iter()
-                    .zip(&want.dims)
-                    .all(|(&g, &w)| g >= 0 && (w == -1 || g == w))
+            d.len() == want.dims.len() && d.iter().zip(&want.dims).all(|(&g, &w)| g >= 0 && (w == -1 || g == w))
         }) && t.shape.iter().all(|&d| d >= 0);
         if !fits {
             return Err(InferError::invalid(format!(
@@ -174,10 +171,7 @@ mod tests {
     fn accepts_inputs_in_any_order_and_returns_model_order() {
         let v = validate(
             &spec(),
-            vec![
-                input("INPUT1", vec![2, 16], 128),
-                input("INPUT0", vec![2, 16], 128),
-            ],
+            vec![input("INPUT1", vec![2, 16], 128), input("INPUT0", vec![2, 16], 128)],
         )
         .unwrap();
         assert_eq!(v.batch, 2);
@@ -186,14 +180,10 @@ mod tests {
 
     #[test]
     fn names_the_input_and_the_expectation() {
-        assert!(err(validate(&spec(), vec![input("X", vec![1, 16], 64)]))
-            .contains("unexpected inference input 'X'"));
+        assert!(err(validate(&spec(), vec![input("X", vec![1, 16], 64)])).contains("unexpected inference input 'X'"));
         assert!(err(validate(
             &spec(),
-            vec![
-                input("INPUT0", vec![1, 15], 60),
-                input("INPUT1", vec![1, 16], 64)
-            ]
+            vec![input("INPUT0", vec![1, 15], 60), input("INPUT1", vec![1, 16], 64)]
         ))
         .contains("Expected [-1,16], got [1,15]"));
         assert!(err(validate(
@@ -206,16 +196,11 @@ mod tests {
         .contains("must be <= 8"));
         assert!(err(validate(
             &spec(),
-            vec![
-                input("INPUT0", vec![1, 16], 60),
-                input("INPUT1", vec![1, 16], 64)
-            ]
+            vec![input("INPUT0", vec![1, 16], 60), input("INPUT1", vec![1, 16], 64)]
         ))
         .contains("Expected 64, got 60"));
-        assert!(
-            err(validate(&spec(), vec![input("INPUT0", vec![1, 16], 64)]))
-                .contains("missing required input(s) [\"INPUT1\"]")
-        );
+        assert!(err(validate(&spec(), vec![input("INPUT0", vec![1, 16], 64)]))
+            .contains("missing required input(s) [\"INPUT1\"]"));
         let mut wrong_type = input("INPUT0", vec![1, 16], 64);
         wrong_type.datatype = DataType::Fp32;
         assert!(err(validate(&spec(), vec![wrong_type]))

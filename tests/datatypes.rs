@@ -182,11 +182,7 @@ fn model(c: &Case) -> String {
 async fn every_datatype_round_trips_as_json() {
     for c in cases() {
         let body = json!({"inputs": [{"name": "INPUT0", "shape": [2, 2], "datatype": c.datatype, "data": c.json}]});
-        let (status, resp) = post_json(
-            &format!("{}/v2/models/{}/infer", server().http, model(&c)),
-            &body,
-        )
-        .await;
+        let (status, resp) = post_json(&format!("{}/v2/models/{}/infer", server().http, model(&c)), &body).await;
         assert_eq!(status, 200, "{}: {resp}", c.datatype);
         let out = &resp["outputs"][0];
         assert_eq!(out["datatype"], c.datatype);
@@ -255,24 +251,14 @@ async fn every_datatype_round_trips_over_grpc_raw_and_typed() {
             .into_inner();
         assert_eq!(resp.outputs[0].datatype, c.datatype);
         assert_eq!(resp.outputs[0].shape, vec![4, 1]);
-        assert_eq!(
-            &resp.raw_output_contents[0][..],
-            &c.raw[..],
-            "{} raw",
-            c.datatype
-        );
+        assert_eq!(&resp.raw_output_contents[0][..], &c.raw[..], "{} raw", c.datatype);
         if c.typed.is_some() {
             let resp = client
                 .model_infer(grpc_request(&c, false))
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", c.datatype))
                 .into_inner();
-            assert_eq!(
-                &resp.raw_output_contents[0][..],
-                &c.raw[..],
-                "{} typed",
-                c.datatype
-            );
+            assert_eq!(&resp.raw_output_contents[0][..], &c.raw[..], "{} typed", c.datatype);
         }
     }
 }
@@ -287,11 +273,7 @@ async fn half_precision_has_no_typed_grpc_contents() {
     });
     let err = grpc(server()).await.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(
-        err.message().contains("raw_input_contents"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("raw_input_contents"), "{}", err.message());
 }
 
 #[tokio::test]
@@ -316,11 +298,6 @@ async fn text_that_onnx_cannot_hold_is_a_client_error() {
             .collect::<Vec<_>>(),
     )];
     let err = grpc(server()).await.model_infer(req).await.unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::InvalidArgument,
-        "{}",
-        err.message()
-    );
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("UTF-8"), "{}", err.message());
 }

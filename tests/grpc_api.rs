@@ -42,20 +42,8 @@ fn sums(rows: usize) -> (Vec<i32>, Vec<i32>) {
 #[tokio::test]
 async fn health_rpcs_report_live_and_ready() {
     let mut c = grpc(server()).await;
-    assert!(
-        c.server_live(ServerLiveRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .live
-    );
-    assert!(
-        c.server_ready(ServerReadyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .ready
-    );
+    assert!(c.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
+    assert!(c.server_ready(ServerReadyRequest {}).await.unwrap().into_inner().ready);
     let ready = c
         .model_ready(ModelReadyRequest {
             name: "simple".into(),
@@ -80,11 +68,7 @@ async fn health_rpcs_report_live_and_ready() {
 #[tokio::test]
 async fn metadata_and_config_rpcs_describe_the_model() {
     let mut c = grpc(server()).await;
-    let md = c
-        .server_metadata(ServerMetadataRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let md = c.server_metadata(ServerMetadataRequest {}).await.unwrap().into_inner();
     assert_eq!(md.name, "inferd");
     assert!(md.extensions.contains(&"binary_tensor_data".to_string()));
     let mm = c
@@ -119,11 +103,7 @@ async fn metadata_and_config_rpcs_describe_the_model() {
 #[tokio::test]
 async fn raw_contents_infer_answers_in_raw_output_contents() {
     let mut c = grpc(server()).await;
-    let resp = c
-        .model_infer(simple_raw(2, "g-1"))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = c.model_infer(simple_raw(2, "g-1")).await.unwrap().into_inner();
     assert_eq!(resp.id, "g-1");
     assert_eq!(resp.model_name, "simple");
     assert_eq!(resp.model_version, "1");
@@ -158,12 +138,7 @@ async fn typed_contents_are_accepted_and_requested_outputs_respected() {
         }],
         ..Default::default()
     };
-    let resp = grpc(server())
-        .await
-        .model_infer(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = grpc(server()).await.model_infer(req).await.unwrap().into_inner();
     assert_eq!(resp.outputs.len(), 1);
     assert_eq!(resp.outputs[0].name, "OUTPUT1");
     assert_eq!(i32_values(&resp.raw_output_contents[0]), sums(1).1);
@@ -205,15 +180,7 @@ async fn typed_bytes_contents_work_for_string_models() {
 #[tokio::test]
 async fn statistics_rpc_counts_what_was_served() {
     let mut c = grpc(server()).await;
-    let count = |r: ModelStatisticsResponse| {
-        r.model_stats[0]
-            .inference_stats
-            .clone()
-            .unwrap()
-            .success
-            .unwrap()
-            .count
-    };
+    let count = |r: ModelStatisticsResponse| r.model_stats[0].inference_stats.clone().unwrap().success.unwrap().count;
     let stats_req = || ModelStatisticsRequest {
         name: "identity_fp64".into(),
         version: String::new(),
@@ -224,10 +191,7 @@ async fn statistics_rpc_counts_what_was_served() {
             model_name: "identity_fp64".into(),
             inputs: vec![input("INPUT0", "FP64", vec![1, 2])],
             raw_input_contents: vec![Bytes::from(
-                [1.5f64, -2.0]
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<_>>(),
+                [1.5f64, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
             )],
             ..Default::default()
         };
@@ -246,9 +210,7 @@ async fn statistics_rpc_counts_what_was_served() {
 #[tokio::test]
 async fn stream_infer_answers_every_request_with_its_id() {
     let mut c = grpc(server()).await;
-    let mut requests: Vec<ModelInferRequest> = (0..10)
-        .map(|i| simple_raw(1 + i % 3, &format!("s-{i}")))
-        .collect();
+    let mut requests: Vec<ModelInferRequest> = (0..10).map(|i| simple_raw(1 + i % 3, &format!("s-{i}"))).collect();
     // One bad request in the middle gets an error message and does not end the stream.
     requests[4].inputs[0].datatype = "FP32".into();
     let outbound = tokio_stream::iter(requests);
@@ -258,11 +220,7 @@ async fn stream_infer_answers_every_request_with_its_id() {
         let resp = msg.infer_response.expect("response");
         let i: usize = resp.id.trim_start_matches("s-").parse().unwrap();
         if i == 4 {
-            assert!(
-                msg.error_message.contains("INPUT0"),
-                "{}",
-                msg.error_message
-            );
+            assert!(msg.error_message.contains("INPUT0"), "{}", msg.error_message);
         } else {
             assert!(msg.error_message.is_empty(), "{}", msg.error_message);
             assert_eq!(i32_values(&resp.raw_output_contents[0]), sums(1 + i % 3).0);
@@ -277,11 +235,7 @@ async fn expect_status(req: ModelInferRequest, code: Code, needles: &[&str]) {
     let err = grpc(server()).await.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), code, "{}", err.message());
     for n in needles {
-        assert!(
-            err.message().contains(n),
-            "'{}' does not mention '{n}'",
-            err.message()
-        );
+        assert!(err.message().contains(n), "'{}' does not mention '{n}'", err.message());
     }
 }
 
@@ -292,40 +246,20 @@ async fn errors_map_to_grpc_status_codes() {
     expect_status(unknown, Code::NotFound, &["Request for unknown model"]).await;
     let mut bad_version = simple_raw(1, "");
     bad_version.model_version = "7".into();
-    expect_status(
-        bad_version,
-        Code::NotFound,
-        &["Request for unknown model", "version 7"],
-    )
-    .await;
+    expect_status(bad_version, Code::NotFound, &["Request for unknown model", "version 7"]).await;
     let mut wrong_type = simple_raw(1, "");
     wrong_type.inputs[1].datatype = "INT64".into();
-    expect_status(
-        wrong_type,
-        Code::InvalidArgument,
-        &["INPUT1", "INT64", "INT32"],
-    )
-    .await;
+    expect_status(wrong_type, Code::InvalidArgument, &["INPUT1", "INT64", "INT32"]).await;
     let mut wrong_shape = simple_raw(1, "");
     wrong_shape.inputs[0].shape = vec![1, 8];
     expect_status(wrong_shape, Code::InvalidArgument, &["INPUT0", "[1,8]"]).await;
     let mut short = simple_raw(1, "");
     short.raw_input_contents[0] = Bytes::from_static(&[0; 12]);
-    expect_status(
-        short,
-        Code::InvalidArgument,
-        &["INPUT0", "Expected 64, got 12"],
-    )
-    .await;
+    expect_status(short, Code::InvalidArgument, &["INPUT0", "Expected 64, got 12"]).await;
     let mut missing = simple_raw(1, "");
     missing.inputs.pop();
     missing.raw_input_contents.pop();
-    expect_status(
-        missing,
-        Code::InvalidArgument,
-        &["missing required input", "INPUT1"],
-    )
-    .await;
+    expect_status(missing, Code::InvalidArgument, &["missing required input", "INPUT1"]).await;
     let mut mismatched = simple_raw(1, "");
     mismatched.raw_input_contents.pop();
     expect_status(mismatched, Code::InvalidArgument, &["raw_input_contents"]).await;
@@ -340,15 +274,9 @@ async fn malformed_protobuf_is_invalid_argument() {
     let payload = [0xffu8, 0xff, 0xff, 0xff, 0x0f, 0x01];
     body.extend((payload.len() as u32).to_be_bytes());
     body.extend(payload);
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let resp = client
-        .post(format!(
-            "{}/inference.GRPCInferenceService/ModelInfer",
-            server().grpc
-        ))
+        .post(format!("{}/inference.GRPCInferenceService/ModelInfer", server().grpc))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(body)

@@ -35,14 +35,9 @@ async fn health_endpoints_report_live_and_ready() {
     let s = server();
     assert_eq!(get(&format!("{}/v2/health/live", s.http)).await.0, 200);
     assert_eq!(get(&format!("{}/v2/health/ready", s.http)).await.0, 200);
+    assert_eq!(get(&format!("{}/v2/models/simple/ready", s.http)).await.0, 200);
     assert_eq!(
-        get(&format!("{}/v2/models/simple/ready", s.http)).await.0,
-        200
-    );
-    assert_eq!(
-        get(&format!("{}/v2/models/simple/versions/1/ready", s.http))
-            .await
-            .0,
+        get(&format!("{}/v2/models/simple/versions/1/ready", s.http)).await.0,
         200
     );
 }
@@ -58,12 +53,7 @@ async fn server_metadata_lists_the_extensions() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for e in [
-        "binary_tensor_data",
-        "statistics",
-        "model_configuration",
-        "parameters",
-    ] {
+    for e in ["binary_tensor_data", "statistics", "model_configuration", "parameters"] {
         assert!(ext.contains(&e), "missing extension {e} in {ext:?}");
     }
 }
@@ -118,11 +108,7 @@ async fn a_model_without_config_is_completed_from_the_onnx_file() {
 
 #[tokio::test]
 async fn json_infer_returns_sum_and_difference_and_echoes_the_id() {
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/simple/infer", server().http),
-        &simple_json(1),
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/simple/infer", server().http), &simple_json(1)).await;
     assert_eq!(status, 200, "{resp}");
     let (a, b) = simple_inputs(1);
     assert_eq!(resp["id"], "req-7");
@@ -148,11 +134,7 @@ async fn nested_data_arrays_and_a_named_version_work_like_flat_ones() {
         {"name": "INPUT0", "shape": [2, 16], "datatype": "INT32", "data": nested(&a)},
         {"name": "INPUT1", "shape": [2, 16], "datatype": "INT32", "data": nested(&b)},
     ], "outputs": [{"name": "OUTPUT1"}]});
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/simple/versions/1/infer", server().http),
-        &body,
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/simple/versions/1/infer", server().http), &body).await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(
         resp["outputs"].as_array().unwrap().len(),
@@ -224,19 +206,13 @@ async fn binary_data_output_makes_every_output_binary() {
         .parse()
         .unwrap();
     let bytes = resp.bytes().await.unwrap();
-    assert_eq!(
-        bytes.len() - json_len,
-        2 * 64,
-        "both outputs in the binary section"
-    );
+    assert_eq!(bytes.len() - json_len, 2 * 64, "both outputs in the binary section");
 }
 
 #[tokio::test]
 async fn statistics_count_requests_rows_and_executions() {
     let s = server();
-    let before = get(&format!("{}/v2/models/simple_string/stats", s.http))
-        .await
-        .1;
+    let before = get(&format!("{}/v2/models/simple_string/stats", s.http)).await.1;
     let rows = 3;
     let strings = |v: Vec<i32>| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let (a, b) = simple_inputs(rows);
@@ -245,26 +221,21 @@ async fn statistics_count_requests_rows_and_executions() {
         {"name": "INPUT1", "shape": [rows, 16], "datatype": "BYTES", "data": strings(b.clone())},
     ]});
     for _ in 0..2 {
-        let (status, resp) =
-            post_json(&format!("{}/v2/models/simple_string/infer", s.http), &body).await;
+        let (status, resp) = post_json(&format!("{}/v2/models/simple_string/infer", s.http), &body).await;
         assert_eq!(status, 200, "{resp}");
         let sums: Vec<String> = a.iter().zip(&b).map(|(x, y)| (x + y).to_string()).collect();
         assert_eq!(resp["outputs"][0]["data"], json!(sums));
     }
-    let after = get(&format!(
-        "{}/v2/models/simple_string/versions/1/stats",
-        s.http
-    ))
-    .await
-    .1;
+    let after = get(&format!("{}/v2/models/simple_string/versions/1/stats", s.http))
+        .await
+        .1;
     let n = |v: &Value, path: &[&str]| path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap();
     let m = |v: &Value| v["model_stats"][0].clone();
     let (b4, af) = (m(&before), m(&after));
     assert_eq!(af["name"], "simple_string");
     assert_eq!(af["version"], "1");
     assert_eq!(
-        n(&af, &["inference_stats", "success", "count"])
-            - n(&b4, &["inference_stats", "success", "count"]),
+        n(&af, &["inference_stats", "success", "count"]) - n(&b4, &["inference_stats", "success", "count"]),
         2
     );
     assert_eq!(
@@ -272,10 +243,7 @@ async fn statistics_count_requests_rows_and_executions() {
         6,
         "rows, not requests"
     );
-    assert_eq!(
-        n(&af, &["execution_count"]) - n(&b4, &["execution_count"]),
-        2
-    );
+    assert_eq!(n(&af, &["execution_count"]) - n(&b4, &["execution_count"]), 2);
     for k in ["queue", "compute_input", "compute_infer", "compute_output"] {
         assert!(
             n(&af, &["inference_stats", k, "ns"]) > n(&b4, &["inference_stats", k, "ns"]),
@@ -296,31 +264,20 @@ async fn statistics_count_requests_rows_and_executions() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert!(
-        names.contains(&"simple") && names.contains(&"mlp"),
-        "{names:?}"
-    );
+    assert!(names.contains(&"simple") && names.contains(&"mlp"), "{names:?}");
 }
 
 #[tokio::test]
 async fn failures_are_counted_in_statistics() {
-    let before = get(&format!("{}/v2/models/identity_int8/stats", server().http))
-        .await
-        .1;
-    let bad =
-        json!({"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "INT8", "data": [1]}]});
+    let before = get(&format!("{}/v2/models/identity_int8/stats", server().http)).await.1;
+    let bad = json!({"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "INT8", "data": [1]}]});
     assert_eq!(
-        post_json(
-            &format!("{}/v2/models/identity_int8/infer", server().http),
-            &bad
-        )
-        .await
-        .0,
+        post_json(&format!("{}/v2/models/identity_int8/infer", server().http), &bad)
+            .await
+            .0,
         400
     );
-    let after = get(&format!("{}/v2/models/identity_int8/stats", server().http))
-        .await
-        .1;
+    let after = get(&format!("{}/v2/models/identity_int8/stats", server().http)).await.1;
     let fail = |v: &Value| {
         v["model_stats"][0]["inference_stats"]["fail"]["count"]
             .as_u64()
@@ -342,49 +299,19 @@ async fn expect_error(model: &str, body: Value, status: u16, needles: &[&str]) {
 
 #[tokio::test]
 async fn unknown_models_and_versions_are_404() {
-    expect_error(
-        "nope",
-        simple_json(1),
-        404,
-        &["Request for unknown model", "'nope'"],
-    )
-    .await;
+    expect_error("nope", simple_json(1), 404, &["Request for unknown model", "'nope'"]).await;
     let (status, resp) = post_json(
         &format!("{}/v2/models/simple/versions/9/infer", server().http),
         &simple_json(1),
     )
     .await;
     assert_eq!(status, 404);
-    assert!(resp["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("Request for unknown model"));
-    assert_eq!(
-        get(&format!("{}/v2/models/nope", server().http)).await.0,
-        404
-    );
-    assert_eq!(
-        get(&format!("{}/v2/models/nope/ready", server().http))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        get(&format!("{}/v2/models/nope/config", server().http))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        get(&format!("{}/v2/models/nope/stats", server().http))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        get(&format!("{}/v2/no/such/path", server().http)).await.0,
-        404
-    );
+    assert!(resp["error"].as_str().unwrap().starts_with("Request for unknown model"));
+    assert_eq!(get(&format!("{}/v2/models/nope", server().http)).await.0, 404);
+    assert_eq!(get(&format!("{}/v2/models/nope/ready", server().http)).await.0, 404);
+    assert_eq!(get(&format!("{}/v2/models/nope/config", server().http)).await.0, 404);
+    assert_eq!(get(&format!("{}/v2/models/nope/stats", server().http)).await.0, 404);
+    assert_eq!(get(&format!("{}/v2/no/such/path", server().http)).await.0, 404);
 }
 
 #[tokio::test]
@@ -502,11 +429,7 @@ async fn the_server_keeps_serving_after_bad_requests() {
 
 #[tokio::test]
 async fn metrics_report_triton_counters_per_model() {
-    let (status, _) = post_json(
-        &format!("{}/v2/models/simple/infer", server().http),
-        &simple_json(1),
-    )
-    .await;
+    let (status, _) = post_json(&format!("{}/v2/models/simple/infer", server().http), &simple_json(1)).await;
     assert_eq!(status, 200);
     let n = success_count("simple").await;
     assert!(n >= 1);

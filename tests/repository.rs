@@ -13,8 +13,7 @@ fn simple_onnx() -> Vec<u8> {
 }
 
 fn simple_config(name: &str, extra: &str) -> String {
-    let cfg =
-        fs::read_to_string(root().join("models/simple/config.pbtxt")).expect("example config");
+    let cfg = fs::read_to_string(root().join("models/simple/config.pbtxt")).expect("example config");
     format!(
         "{}\n{extra}\n",
         cfg.replace("name: \"simple\"", &format!("name: \"{name}\""))
@@ -45,10 +44,7 @@ fn mixed_repository() -> tempfile::TempDir {
     write(
         d,
         "versioned/config.pbtxt",
-        simple_config(
-            "versioned",
-            "version_policy: { latest: { num_versions: 2 } }",
-        ),
+        simple_config("versioned", "version_policy: { latest: { num_versions: 2 } }"),
     );
     for v in ["1", "2", "3"] {
         write(d, &format!("versioned/{v}/model.onnx"), simple_onnx());
@@ -61,10 +57,7 @@ fn mixed_repository() -> tempfile::TempDir {
     write(
         d,
         "specific/config.pbtxt",
-        simple_config(
-            "specific",
-            "version_policy: { specific: { versions: [1, 3] } }",
-        ),
+        simple_config("specific", "version_policy: { specific: { versions: [1, 3] } }"),
     );
     for v in ["1", "2", "3"] {
         write(d, &format!("every/{v}/model.onnx"), simple_onnx());
@@ -99,32 +92,15 @@ async fn failed_models_are_reported_with_their_reason_and_the_rest_serve() {
         "not strict: ready with failed models"
     );
 
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/corrupt/infer", s.http),
-        &infer_body(),
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/corrupt/infer", s.http), &infer_body()).await;
     assert_eq!(status, 503);
     let msg = resp["error"].as_str().unwrap();
-    assert!(
-        msg.contains("corrupt") && msg.contains("not ready"),
-        "{msg}"
-    );
-    assert_eq!(
-        get(&format!("{}/v2/models/corrupt/ready", s.http)).await.0,
-        503
-    );
+    assert!(msg.contains("corrupt") && msg.contains("not ready"), "{msg}");
+    assert_eq!(get(&format!("{}/v2/models/corrupt/ready", s.http)).await.0, 503);
 
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/badconfig/infer", s.http),
-        &infer_body(),
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/badconfig/infer", s.http), &infer_body()).await;
     assert_eq!(status, 503);
-    assert!(
-        resp["error"].as_str().unwrap().contains("config.pbtxt"),
-        "{resp}"
-    );
+    assert!(resp["error"].as_str().unwrap().contains("config.pbtxt"), "{resp}");
 
     let mut c = grpc(&s).await;
     let req = inferd::proto::ModelMetadataRequest {
@@ -178,11 +154,7 @@ async fn version_policies_choose_the_versions_that_load() {
     );
 
     // No version named: the newest serves. A version the policy left out is unknown.
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/versioned/infer", s.http),
-        &infer_body(),
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/versioned/infer", s.http), &infer_body()).await;
     assert_eq!(status, 200);
     assert_eq!(resp["model_version"], "3");
     let (status, resp) = post_json(
@@ -197,14 +169,9 @@ async fn version_policies_choose_the_versions_that_load() {
     )
     .await;
     assert_eq!(status, 404);
-    assert!(resp["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("Request for unknown model"));
+    assert!(resp["error"].as_str().unwrap().starts_with("Request for unknown model"));
     assert_eq!(
-        get(&format!("{}/v2/models/versioned/versions/1/ready", s.http))
-            .await
-            .0,
+        get(&format!("{}/v2/models/versioned/versions/1/ready", s.http)).await.0,
         404
     );
 
@@ -236,10 +203,7 @@ async fn explicit_mode_loads_only_the_named_models() {
         200,
         "only healthy models were asked for"
     );
-    assert_eq!(
-        get(&format!("{}/v2/models/good/ready", s.http)).await.0,
-        200
-    );
+    assert_eq!(get(&format!("{}/v2/models/good/ready", s.http)).await.0, 200);
     assert_eq!(get(&format!("{}/v2/models/versioned", s.http)).await.0, 404);
 }
 
@@ -285,8 +249,7 @@ fn a_missing_onnx_runtime_library_is_reported_with_what_to_do() {
     .err()
     .expect("start fails");
     assert!(
-        err.to_string()
-            .contains("/nonexistent/libonnxruntime.so.1.31.1"),
+        err.to_string().contains("/nonexistent/libonnxruntime.so.1.31.1"),
         "{err}"
     );
 }
@@ -313,14 +276,10 @@ async fn the_same_model_in_two_repositories_is_reported() {
         "false",
     ]))
     .unwrap();
-    let (status, resp) =
-        post_json(&format!("{}/v2/models/good/infer", s.http), &infer_body()).await;
+    let (status, resp) = post_json(&format!("{}/v2/models/good/infer", s.http), &infer_body()).await;
     assert_eq!(status, 503);
     assert!(
-        resp["error"]
-            .as_str()
-            .unwrap()
-            .contains("more than one repository"),
+        resp["error"].as_str().unwrap().contains("more than one repository"),
         "{resp}"
     );
 }
@@ -334,11 +293,7 @@ async fn a_config_without_io_is_completed_and_a_mismatched_name_is_refused() {
         "max_batch_size: 2\ninstance_group [ { count: 2 kind: KIND_CPU } ]\n",
     );
     write(dir.path(), "partial/1/model.onnx", simple_onnx());
-    write(
-        dir.path(),
-        "renamed/config.pbtxt",
-        simple_config("other", ""),
-    );
+    write(dir.path(), "renamed/config.pbtxt", simple_config("other", ""));
     write(dir.path(), "renamed/1/model.onnx", simple_onnx());
     let s = spawn(args(&[
         "--model-repository",
@@ -348,26 +303,12 @@ async fn a_config_without_io_is_completed_and_a_mismatched_name_is_refused() {
     ]))
     .unwrap();
     let (_, cfg) = get(&format!("{}/v2/models/partial/config", s.http)).await;
-    assert_eq!(
-        cfg["max_batch_size"], 2,
-        "the config's own batch size is kept"
-    );
+    assert_eq!(cfg["max_batch_size"], 2, "the config's own batch size is kept");
     assert_eq!(cfg["input"][0]["dims"], json!([16]));
     assert_eq!(cfg["instance_group"][0]["count"], 2);
-    let (status, _) = post_json(
-        &format!("{}/v2/models/partial/infer", s.http),
-        &infer_body(),
-    )
-    .await;
+    let (status, _) = post_json(&format!("{}/v2/models/partial/infer", s.http), &infer_body()).await;
     assert_eq!(status, 200);
-    let (status, resp) = post_json(
-        &format!("{}/v2/models/renamed/infer", s.http),
-        &infer_body(),
-    )
-    .await;
+    let (status, resp) = post_json(&format!("{}/v2/models/renamed/infer", s.http), &infer_body()).await;
     assert_eq!(status, 503);
-    assert!(
-        resp["error"].as_str().unwrap().contains("does not match"),
-        "{resp}"
-    );
+    assert!(resp["error"].as_str().unwrap().contains("does not match"), "{resp}");
 }

@@ -71,9 +71,5 @@ pub trait Backend: Send + Sync {
 pub trait Instance: Send {
     /// Runs one batch. `inputs` follow `spec.inputs` (absent optional inputs are left out); `outputs` is filled
     /// with one entry per `spec.outputs`, in that order, reusing its buffers.
-    fn execute(
-        &mut self,
-        inputs: &[BatchInput<'_>],
-        outputs: &mut Vec<BatchOutput>,
-    ) -> Result<(), BackendError>;
+    fn execute(&mut self, inputs: &[BatchInput<'_>], outputs: &mut Vec<BatchOutput>) -> Result<(), BackendError>;
 }

@@ -7,9 +7,7 @@ use bytemuck::Pod;
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::{
-    DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType,
-};
+use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
 use crate::model::ModelSpec;
@@ -27,10 +25,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(format!(
-                "ONNX Runtime library {} does not exist",
-                p.display()
-            ))
+            Err(format!("ONNX Runtime library {} does not exist", p.display()))
         };
     }
     let mut candidates = Vec::new();
@@ -72,8 +67,8 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
 fn environment(library: &Path) -> Result<Environment, BackendError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let builder = ort::init_from(library)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
+        let builder =
+            ort::init_from(library).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?;
         builder
             .with_name("inferd")
             .build()
@@ -100,8 +95,7 @@ impl OrtBackend {
 
     fn session(&self, model_file: &Path, intra_op_threads: usize) -> Result<Session, BackendError> {
         let env = environment(&self.library)?;
-        let fail =
-            |e: String| BackendError::Load(format!("cannot load {}: {e}", model_file.display()));
+        let fail = |e: String| BackendError::Load(format!("cannot load {}: {e}", model_file.display()));
         Session::builder(&env)
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -166,11 +160,7 @@ impl Backend for OrtBackend {
     fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError> {
         let session = self.session(model_file, 1)?;
         Ok(DeclaredIo {
-            inputs: session
-                .inputs()
-                .iter()
-                .map(|o| declared(o.name(), o.dtype()))
-                .collect(),
+            inputs: session.inputs().iter().map(|o| declared(o.name(), o.dtype())).collect(),
             outputs: session
                 .outputs()
                 .iter()
@@ -204,11 +194,7 @@ impl Backend for OrtBackend {
                 )));
             }
         }
-        let output_names = spec
-            .outputs
-            .iter()
-            .map(|t| t.name.clone())
-            .collect::<Vec<_>>();
+        let output_names = spec.outputs.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         for n in &output_names {
             if !session.outputs().iter().any(|o| o.name() == n) {
                 return Err(BackendError::Load(format!(
@@ -239,8 +225,8 @@ fn exec_err(e: impl std::fmt::Display) -> BackendError {
 fn view<'a, T: PrimitiveTensorElementType + Pod + Clone + std::fmt::Debug + 'static>(
     input: &BatchInput<'a>,
 ) -> Result<SessionInputValue<'a>, BackendError> {
-    let data: &'a [T] = bytemuck::try_cast_slice(input.data)
-        .map_err(|e| exec_err(format!("input '{}': {e}", input.name)))?;
+    let data: &'a [T] =
+        bytemuck::try_cast_slice(input.data).map_err(|e| exec_err(format!("input '{}': {e}", input.name)))?;
     Ok(TensorRef::from_array_view((input.shape.to_vec(), data))
         .map_err(exec_err)?
         .into())
@@ -270,9 +256,7 @@ fn input_value<'a>(input: &BatchInput<'a>) -> Result<SessionInputValue<'a>, Back
         DataType::Bytes => {
             let mut strings = Vec::new();
             for e in bytes_elements(input.data) {
-                let e = e.map_err(|_| {
-                    exec_err(format!("input '{}': malformed BYTES data", input.name))
-                })?;
+                let e = e.map_err(|_| exec_err(format!("input '{}': malformed BYTES data", input.name)))?;
                 // ONNX Runtime copies strings as C strings: they must be text without NUL bytes.
                 let s = std::str::from_utf8(e)
                     .ok()
@@ -285,30 +269,21 @@ fn input_value<'a>(input: &BatchInput<'a>) -> Result<SessionInputValue<'a>, Back
                     })?;
                 strings.push(s.to_string());
             }
-            Ok(
-                Tensor::from_string_array((input.shape.to_vec(), &strings[..]))
-                    .map_err(exec_err)?
-                    .into(),
-            )
+            Ok(Tensor::from_string_array((input.shape.to_vec(), &strings[..]))
+                .map_err(exec_err)?
+                .into())
         }
     }
 }
 
-fn copy_out<T: PrimitiveTensorElementType + Pod>(
-    value: &DynValue,
-    out: &mut BatchOutput,
-) -> Result<(), BackendError> {
+fn copy_out<T: PrimitiveTensorElementType + Pod>(value: &DynValue, out: &mut BatchOutput) -> Result<(), BackendError> {
     let (shape, data) = value.try_extract_tensor::<T>().map_err(exec_err)?;
     out.shape.extend_from_slice(shape);
     out.data.extend_from_slice(bytemuck::cast_slice(data));
     Ok(())
 }
 
-fn output_value(
-    value: &DynValue,
-    datatype: DataType,
-    out: &mut BatchOutput,
-) -> Result<(), BackendError> {
+fn output_value(value: &DynValue, datatype: DataType, out: &mut BatchOutput) -> Result<(), BackendError> {
     out.shape.clear();
     out.data.clear();
     match datatype {
@@ -342,23 +317,14 @@ fn output_value(
 }
 
 impl Instance for OrtInstance {
-    fn execute(
-        &mut self,
-        inputs: &[BatchInput<'_>],
-        outputs: &mut Vec<BatchOutput>,
-    ) -> Result<(), BackendError> {
+    fn execute(&mut self, inputs: &[BatchInput<'_>], outputs: &mut Vec<BatchOutput>) -> Result<(), BackendError> {
         let mut feed = Vec::with_capacity(inputs.len());
         for input in inputs {
             feed.push((input.name, input_value(input)?));
         }
         let results = self.session.run(feed).map_err(exec_err)?;
         outputs.resize_with(self.output_names.len(), BatchOutput::default);
-        for ((name, datatype), out) in self
-            .output_names
-            .iter()
-            .zip(&self.output_types)
-            .zip(outputs.iter_mut())
-        {
+        for ((name, datatype), out) in self.output_names.iter().zip(&self.output_types).zip(outputs.iter_mut()) {
             let value = results
                 .get(name.as_str())
                 .ok_or_else(|| exec_err(format!("the model produced no output '{name}'")))?;

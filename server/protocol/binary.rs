@@ -82,11 +82,7 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> InferResult
                 input.name, input.datatype
             ))
         })?;
-        let binary_size = match input
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get("binary_data_size"))
-        {
+        let binary_size = match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
                 InferError::invalid(format!(
@@ -97,13 +93,16 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> InferResult
         };
         let data = match (binary_size, input.data) {
             (Some(size), _) => {
-                let end = binary_at.checked_add(size).filter(|&e| e <= body.len()).ok_or_else(|| {
-                    InferError::invalid(format!(
-                        "input '{}' declares binary_data_size {size} but the binary section has only {} bytes left",
-                        input.name,
-                        body.len() - binary_at
-                    ))
-                })?;
+                let end = binary_at
+                    .checked_add(size)
+                    .filter(|&e| e <= body.len())
+                    .ok_or_else(|| {
+                        InferError::invalid(format!(
+                            "input '{}' declares binary_data_size {size} but the binary section has only {} bytes left",
+                            input.name,
+                            body.len() - binary_at
+                        ))
+                    })?;
                 let data = body.slice(binary_at..end);
                 binary_at = end;
                 data
@@ -137,10 +136,7 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> InferResult
     let mut binary = Vec::with_capacity(req.outputs.len());
     let mut outputs = Vec::with_capacity(req.outputs.len());
     for o in &req.outputs {
-        if o.parameters
-            .as_ref()
-            .is_some_and(|p| p.contains_key("classification"))
-        {
+        if o.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
             return Err(InferError::invalid(format!(
                 "output '{}' asks for classification, which inferd does not support",
                 o.name
@@ -193,11 +189,7 @@ struct OutputOut<'a> {
 }
 
 /// The response body, and the JSON header's length when a binary section follows.
-pub fn encode_response(
-    resp: &InferResponse,
-    binary: &[bool],
-    binary_default: bool,
-) -> (Bytes, Option<usize>) {
+pub fn encode_response(resp: &InferResponse, binary: &[bool], binary_default: bool) -> (Bytes, Option<usize>) {
     let is_binary = |i: usize| binary.get(i).copied().unwrap_or(binary_default);
     let outputs = resp
         .outputs

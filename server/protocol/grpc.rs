@@ -12,19 +12,14 @@ use tonic::{Request, Response, Status, Streaming};
 use super::grpc_tensors::{decode_request, encode_response};
 use crate::core::Core;
 use crate::error::InferError;
-use crate::proto::grpc_inference_service_server::{
-    GrpcInferenceService, GrpcInferenceServiceServer,
-};
+use crate::proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use crate::proto::*;
 
 pub struct GrpcService {
     core: Arc<Core>,
 }
 
-pub fn service(
-    core: Arc<Core>,
-    max_message_bytes: usize,
-) -> GrpcInferenceServiceServer<GrpcService> {
+pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcInferenceServiceServer<GrpcService> {
     GrpcInferenceServiceServer::new(GrpcService { core })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
@@ -38,29 +33,20 @@ type StreamResponses = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse
 
 #[tonic::async_trait]
 impl GrpcInferenceService for GrpcService {
-    async fn server_live(
-        &self,
-        _: Request<ServerLiveRequest>,
-    ) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse {
             live: self.core.is_live(),
         }))
     }
 
-    async fn server_ready(
-        &self,
-        _: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse {
             ready: self.core.is_ready(),
         }))
     }
 
     /// Like Triton, an unknown model or version is simply not ready here (HTTP answers 404 for it).
-    async fn model_ready(
-        &self,
-        req: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = req.into_inner();
         let ready = match self.core.model_ready(&r.name, version(&r.version)) {
             Err(InferError::NotFound(_)) => false,
@@ -81,15 +67,10 @@ impl GrpcInferenceService for GrpcService {
         req: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(
-            self.core.model_metadata(&r.name, version(&r.version))?,
-        ))
+        Ok(Response::new(self.core.model_metadata(&r.name, version(&r.version))?))
     }
 
-    async fn model_infer(
-        &self,
-        req: Request<ModelInferRequest>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
+    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let request = decode_request(req.into_inner())?;
         let response = self.core.infer(request).await?;
         Ok(Response::new(encode_response(response)))
@@ -136,10 +117,7 @@ impl GrpcInferenceService for GrpcService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn model_config(
-        &self,
-        req: Request<ModelConfigRequest>,
-    ) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(ModelConfigResponse {
             config: Some(self.core.model_config(&r.name, version(&r.version))?),
@@ -151,8 +129,6 @@ impl GrpcInferenceService for GrpcService {
         req: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(
-            self.core.model_statistics(&r.name, version(&r.version))?,
-        ))
+        Ok(Response::new(self.core.model_statistics(&r.name, version(&r.version))?))
     }
 }

@@ -39,9 +39,9 @@ impl<U: prost::Message + Default> Decoder for ClientErrorDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf).map_err(|s| {
-            Status::invalid_argument(format!("malformed protobuf message: {}", s.message()))
-        })
+        self.0
+            .decode(buf)
+            .map_err(|s| Status::invalid_argument(format!("malformed protobuf message: {}", s.message())))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

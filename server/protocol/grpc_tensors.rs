@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use crate::error::{InferError, InferResult};
 use crate::proto::{
-    infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents,
-    ModelInferRequest, ModelInferResponse,
+    infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents, ModelInferRequest,
+    ModelInferResponse,
 };
 use crate::request::{InferRequest, InferResponse, ParamValue};
 use crate::tensor::{push_bytes_element, DataType, Tensor};
@@ -36,9 +36,7 @@ fn narrow<T: TryFrom<V> + Copy, V: Copy + std::fmt::Display, const N: usize>(
     let mut out = Vec::with_capacity(values.len() * N);
     for &v in values {
         let t = T::try_from(v).map_err(|_| {
-            InferError::invalid(format!(
-                "value {v} of input '{name}' is out of range for its datatype"
-            ))
+            InferError::invalid(format!("value {v} of input '{name}' is out of range for its datatype"))
         })?;
         out.extend_from_slice(&to_bytes(t));
     }
@@ -51,38 +49,14 @@ fn typed_contents(c: &InferTensorContents, datatype: DataType, name: &str) -> In
         DataType::Bool => c.bool_contents.iter().map(|&b| b as u8).collect(),
         DataType::Int8 => narrow::<i8, i32, 1>(&c.int_contents, name, i8::to_le_bytes)?,
         DataType::Int16 => narrow::<i16, i32, 2>(&c.int_contents, name, i16::to_le_bytes)?,
-        DataType::Int32 => c
-            .int_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Int64 => c
-            .int64_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
+        DataType::Int32 => c.int_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Int64 => c.int64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
         DataType::Uint8 => narrow::<u8, u32, 1>(&c.uint_contents, name, u8::to_le_bytes)?,
         DataType::Uint16 => narrow::<u16, u32, 2>(&c.uint_contents, name, u16::to_le_bytes)?,
-        DataType::Uint32 => c
-            .uint_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Uint64 => c
-            .uint64_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Fp32 => c
-            .fp32_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
-        DataType::Fp64 => c
-            .fp64_contents
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect(),
+        DataType::Uint32 => c.uint_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Uint64 => c.uint64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Fp32 => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DataType::Fp64 => c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
         DataType::Bytes => {
             let mut out = Vec::new();
             for e in &c.bytes_contents {
@@ -125,12 +99,7 @@ pub fn decode_request(req: ModelInferRequest) -> InferResult<InferRequest> {
             }
             (Some(bytes), None) => bytes,
             (None, Some(c)) => Bytes::from(typed_contents(c, datatype, &input.name)?),
-            (None, None) => {
-                return Err(InferError::invalid(format!(
-                    "input '{}' has no data",
-                    input.name
-                )))
-            }
+            (None, None) => return Err(InferError::invalid(format!("input '{}' has no data", input.name))),
         };
         inputs.push(Tensor {
             name: input.name,

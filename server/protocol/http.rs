@@ -29,20 +29,11 @@ pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
         .route("/v2/models/{model}", get(model_metadata))
         .route("/v2/models/{model}/versions/{version}", get(model_metadata))
         .route("/v2/models/{model}/ready", get(model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(model_ready),
-        )
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready))
         .route("/v2/models/{model}/config", get(model_config))
-        .route(
-            "/v2/models/{model}/versions/{version}/config",
-            get(model_config),
-        )
+        .route("/v2/models/{model}/versions/{version}/config", get(model_config))
         .route("/v2/models/{model}/stats", get(model_stats))
-        .route(
-            "/v2/models/{model}/versions/{version}/stats",
-            get(model_stats),
-        )
+        .route("/v2/models/{model}/versions/{version}/stats", get(model_stats))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
         .fallback(not_found)
@@ -71,10 +62,7 @@ async fn not_found() -> InferError {
 }
 
 async fn server_metadata(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
-    Json(to_json(
-        &core.server_metadata(),
-        "inference.ServerMetadataResponse",
-    ))
+    Json(to_json(&core.server_metadata(), "inference.ServerMetadataResponse"))
 }
 
 async fn model_metadata(
@@ -85,19 +73,11 @@ async fn model_metadata(
     Ok(Json(to_json(&md, "inference.ModelMetadataResponse")))
 }
 
-async fn model_ready(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-) -> InferResult<StatusCode> {
-    Ok(status_only(
-        core.model_ready(&p.model, p.version.as_deref())?,
-    ))
+async fn model_ready(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<StatusCode> {
+    Ok(status_only(core.model_ready(&p.model, p.version.as_deref())?))
 }
 
-async fn model_config(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-) -> InferResult<Json<serde_json::Value>> {
+async fn model_config(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<serde_json::Value>> {
     let cfg = core.model_config(&p.model, p.version.as_deref())?;
     Ok(Json(to_json(&cfg, "inference.ModelConfig")))
 }
@@ -109,10 +89,7 @@ async fn all_stats(State(core): State<Arc<Core>>) -> InferResult<Json<serde_json
     )))
 }
 
-async fn model_stats(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-) -> InferResult<Json<serde_json::Value>> {
+async fn model_stats(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<serde_json::Value>> {
     let stats = core.model_statistics(&p.model, p.version.as_deref())?;
     Ok(Json(to_json(&stats, "inference.ModelStatisticsResponse")))
 }
@@ -129,11 +106,7 @@ async fn infer(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| {
-                    InferError::invalid(
-                        "Inference-Header-Content-Length must be a non-negative integer",
-                    )
-                })?,
+                .ok_or_else(|| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer"))?,
         ),
     };
     let mut decoded = decode_request(&body, header_length)?;
@@ -152,10 +125,7 @@ async fn infer(
             headers.insert(HEADER_LENGTH, HeaderValue::from(n));
         }
         None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
     Ok(resp)

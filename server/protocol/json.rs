@@ -11,21 +11,12 @@ use crate::request::ParamValue;
 use crate::tensor::{bytes_elements, push_bytes_element, DataType, Tensor};
 
 /// Decodes a JSON `data` value (any nesting) of `datatype` into raw bytes appended to `out`.
-pub fn decode_data(
-    raw: &str,
-    datatype: DataType,
-    name: &str,
-    out: &mut Vec<u8>,
-) -> InferResult<()> {
+pub fn decode_data(raw: &str, datatype: DataType, name: &str, out: &mut Vec<u8>) -> InferResult<()> {
     let mut de = serde_json::Deserializer::from_str(raw);
     Flat { datatype, out }
         .deserialize(&mut de)
         .and_then(|()| de.end())
-        .map_err(|e| {
-            InferError::invalid(format!(
-                "unable to parse 'data' of input '{name}' as {datatype}: {e}"
-            ))
-        })
+        .map_err(|e| InferError::invalid(format!("unable to parse 'data' of input '{name}' as {datatype}: {e}")))
 }
 
 struct Flat<'o> {
@@ -42,9 +33,8 @@ impl<'de> DeserializeSeed<'de> for Flat<'_> {
 
 macro_rules! push_int {
     ($out:expr, $t:ty, $v:expr) => {{
-        let v: $t = <$t>::try_from($v).map_err(|_| {
-            de::Error::custom(format!("{} is out of range for {}", $v, stringify!($t)))
-        })?;
+        let v: $t = <$t>::try_from($v)
+            .map_err(|_| de::Error::custom(format!("{} is out of range for {}", $v, stringify!($t))))?;
         $out.extend_from_slice(&v.to_le_bytes());
     }};
 }
@@ -61,9 +51,7 @@ impl Flat<'_> {
             DataType::Int16 => push_int!(out, i16, v),
             DataType::Int32 => push_int!(out, i32, v),
             DataType::Int64 => push_int!(out, i64, v),
-            DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => {
-                return self.push_f64(v as f64)
-            }
+            DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => return self.push_f64(v as f64),
             DataType::Bool => return Err(E::custom("BOOL data must be true or false")),
             DataType::Bytes => return Err(E::custom("BYTES data must be strings")),
         }
@@ -103,10 +91,7 @@ impl<'de> Visitor<'de> for Flat<'_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         if self.datatype != DataType::Bool {
-            return Err(E::custom(format!(
-                "{v} is not a valid {} value",
-                self.datatype
-            )));
+            return Err(E::custom(format!("{v} is not a valid {} value", self.datatype)));
         }
         self.out.push(v as u8);
         Ok(())
@@ -126,10 +111,7 @@ impl<'de> Visitor<'de> for Flat<'_> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         if self.datatype != DataType::Bytes {
-            return Err(E::custom(format!(
-                "\"{v}\" is not a valid {} value",
-                self.datatype
-            )));
+            return Err(E::custom(format!("\"{v}\" is not a valid {} value", self.datatype)));
         }
         push_bytes_element(self.out, v.as_bytes());
         Ok(())
@@ -185,9 +167,7 @@ impl Serialize for JsonData<'_> {
 }
 
 /// A JSON `parameters` object as request parameters.
-pub fn parameters(
-    map: &serde_json::Map<String, serde_json::Value>,
-) -> InferResult<Vec<(String, ParamValue)>> {
+pub fn parameters(map: &serde_json::Map<String, serde_json::Value>) -> InferResult<Vec<(String, ParamValue)>> {
     map.iter()
         .map(|(k, v)| {
             let value = match v {
@@ -230,10 +210,7 @@ mod tests {
             decode("[[1,2],[3,4]]", DataType::Int32).unwrap(),
             decode("[1,2,3,4]", DataType::Int32).unwrap()
         );
-        assert_eq!(
-            decode("[1.5]", DataType::Fp32).unwrap(),
-            1.5f32.to_le_bytes()
-        );
+        assert_eq!(decode("[1.5]", DataType::Fp32).unwrap(), 1.5f32.to_le_bytes());
         assert_eq!(decode("[true,false]", DataType::Bool).unwrap(), vec![1, 0]);
     }
 
@@ -259,9 +236,6 @@ mod tests {
             shape: vec![3],
             data: Bytes::from(raw),
         };
-        assert_eq!(
-            serde_json::to_string(&JsonData(&t)).unwrap(),
-            r#"["a","héllo",""]"#
-        );
+        assert_eq!(serde_json::to_string(&JsonData(&t)).unwrap(), r#"["a","héllo",""]"#);
     }
 }

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError};
 use crate::model::{LoadedVersion, ModelSpec};
-use crate::proto::model_config::SchedulingChoice;
 use crate::proto::model_version_policy::PolicyChoice;
 use crate::proto::ModelConfig;
-use crate::scheduler::{BatchPolicy, Scheduler, DEFAULT_QUEUE_SIZE};
+use crate::scheduler::{BatchPolicy, Scheduler};
 use crate::stats::Stats;
 
 /// A model directory found in one of the repositories.
@@ -25,13 +24,11 @@ pub struct ModelSource {
 
 /// Every model directory under the repositories. A name found in two repositories is an error for that
 /// name, as in Triton.
-pub fn scan(
-    repositories: &[PathBuf],
-) -> Result<BTreeMap<String, Result<ModelSource, String>>, String> {
+pub fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Result<ModelSource, String>>, String> {
     let mut found: BTreeMap<String, Result<ModelSource, String>> = BTreeMap::new();
     for repo in repositories {
-        let entries = std::fs::read_dir(repo)
-            .map_err(|e| format!("cannot read model repository {}: {e}", repo.display()))?;
+        let entries =
+            std::fs::read_dir(repo).map_err(|e| format!("cannot read model repository {}: {e}", repo.display()))?;
         for entry in entries.flatten() {
             let dir = entry.path();
             let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
@@ -92,16 +89,15 @@ pub fn select_backend(
             .any(|v| v.path().join(b.default_model_filename()).is_file())
     };
     backends.iter().find(|b| has_file(b)).cloned().ok_or_else(|| {
-        format!("config names no backend or platform and no version holds a model file of any backend ({})", names(backends))
+        format!(
+            "config names no backend or platform and no version holds a model file of any backend ({})",
+            names(backends)
+        )
     })
 }
 
 fn names(backends: &[Arc<dyn Backend>]) -> String {
-    backends
-        .iter()
-        .map(|b| b.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+    backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
 }
 
 /// Numbered version folders, newest first.
@@ -113,11 +109,7 @@ fn version_dirs(dir: &Path) -> Vec<(i64, PathBuf)> {
         .filter(|e| e.path().is_dir())
         .filter_map(|e| {
             Some((
-                e.file_name()
-                    .to_str()?
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|v| *v >= 0)?,
+                e.file_name().to_str()?.parse::<i64>().ok().filter(|v| *v >= 0)?,
                 e.path(),
             ))
         })
@@ -127,20 +119,10 @@ fn version_dirs(dir: &Path) -> Vec<(i64, PathBuf)> {
 }
 
 fn apply_version_policy(cfg: &ModelConfig, all: Vec<(i64, PathBuf)>) -> Vec<(i64, PathBuf)> {
-    match cfg
-        .version_policy
-        .as_ref()
-        .and_then(|p| p.policy_choice.as_ref())
-    {
+    match cfg.version_policy.as_ref().and_then(|p| p.policy_choice.as_ref()) {
         Some(PolicyChoice::All(_)) => all,
-        Some(PolicyChoice::Specific(s)) => all
-            .into_iter()
-            .filter(|(v, _)| s.versions.contains(v))
-            .collect(),
-        Some(PolicyChoice::Latest(l)) => all
-            .into_iter()
-            .take(l.num_versions.max(1) as usize)
-            .collect(),
+        Some(PolicyChoice::Specific(s)) => all.into_iter().filter(|(v, _)| s.versions.contains(v)).collect(),
+        Some(PolicyChoice::Latest(l)) => all.into_iter().take(l.num_versions.max(1) as usize).collect(),
         None => all.into_iter().take(1).collect(),
     }
 }
@@ -158,8 +140,8 @@ pub struct Prepared {
 pub fn prepare(src: &ModelSource, backends: &[Arc<dyn Backend>]) -> Result<Prepared, String> {
     let config_path = src.dir.join("config.pbtxt");
     let mut cfg = if config_path.is_file() {
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
         config::parse_pbtxt(&text).map_err(|e| format!("{}: {e}", config_path.display()))?
     } else {
         ModelConfig::default()
@@ -198,7 +180,10 @@ pub fn prepare_config(
         .map(|(v, dir)| (v, dir.join(&filename)))
         .collect();
     let Some((_, newest)) = versions.first() else {
-        return Err(format!("no version of model '{}' matches its version policy (numbered folders holding {filename})", src.name));
+        return Err(format!(
+            "no version of model '{}' matches its version policy (numbered folders holding {filename})",
+            src.name
+        ));
     };
     if cfg.input.is_empty() || cfg.output.is_empty() {
         let io = backend.inspect(newest).map_err(|e| e.to_string())?;
@@ -220,51 +205,17 @@ pub fn prepare_config(
     })
 }
 
-/// How the scheduler treats a model, from its config.
-pub fn batch_policy(cfg: &ModelConfig) -> BatchPolicy {
-    let dynamic = match &cfg.scheduling_choice {
-        Some(SchedulingChoice::DynamicBatching(db)) => Some(db),
-        _ => None,
-    };
-    let queue_size = dynamic
-        .and_then(|d| d.default_queue_policy.as_ref())
-        .map(|q| q.max_queue_size)
-        .filter(|&n| n > 0)
-        .map_or(DEFAULT_QUEUE_SIZE, |n| n as usize);
-    BatchPolicy {
-        max_batch_size: cfg.max_batch_size.max(0) as usize,
-        dynamic: dynamic.is_some() && cfg.max_batch_size > 1,
-        queue_size,
-    }
-}
-
 /// Starts one version: its instances (each its own session) and its scheduler.
-pub fn load_version(
-    prepared: &Prepared,
-    version: i64,
-    file: &Path,
-) -> Result<LoadedVersion, String> {
+pub fn load_version(prepared: &Prepared, version: i64, file: &Path) -> Result<LoadedVersion, String> {
     if !file.is_file() {
-        return Err(format!(
-            "version {version}: model file {} not found",
-            file.display()
-        ));
+        return Err(format!("version {version}: model file {} not found", file.display()));
     }
-    let count: i32 = prepared
-        .config
-        .instance_group
-        .iter()
-        .map(|g| g.count.max(1))
-        .sum();
+    let count: i32 = prepared.config.instance_group.iter().map(|g| g.count.max(1)).sum();
     let instances = (0..count.max(1))
-        .map(|_| {
-            prepared
-                .backend
-                .instantiate(file, &prepared.spec, &prepared.config)
-        })
+        .map(|_| prepared.backend.instantiate(file, &prepared.spec, &prepared.config))
         .collect::<Result<Vec<_>, BackendError>>()
         .map_err(|e| format!("version {version}: {e}"))?;
-    let policy = batch_policy(&prepared.config);
+    let policy = BatchPolicy::from_config(&prepared.config);
     let stats = Arc::new(Stats::new(policy.max_batch_size));
     let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
     Ok(LoadedVersion {

@@ -38,24 +38,15 @@ impl AlignedBuf {
 /// Whether `job` may ride in the same batch as `head`: the same inputs present, with the same
 /// non-batch dimensions.
 pub fn compatible(head: &Job, job: &Job) -> bool {
-    head.inputs
-        .iter()
-        .zip(&job.inputs)
-        .all(|(a, b)| match (a, b) {
-            (Some(a), Some(b)) => a.shape.get(1..) == b.shape.get(1..),
-            (None, None) => true,
-            _ => false,
-        })
+    head.inputs.iter().zip(&job.inputs).all(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) => a.shape.get(1..) == b.shape.get(1..),
+        (None, None) => true,
+        _ => false,
+    })
 }
 
 /// The shape the model receives for input `spec` in a batch of `rows` rows.
-pub fn batch_shape(
-    model: &ModelSpec,
-    spec: &TensorSpec,
-    first: &Tensor,
-    rows: usize,
-    out: &mut Vec<i64>,
-) {
+pub fn batch_shape(model: &ModelSpec, spec: &TensorSpec, first: &Tensor, rows: usize, out: &mut Vec<i64>) {
     out.clear();
     let dims = if model.batches() {
         &first.shape[1..]

@@ -4,10 +4,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-
-use super::batch::{batch_shape, compatible, split_output, AlignedBuf};
-use super::{BatchPolicy, Job};
+use super::batch::{batch_shape, split_output, AlignedBuf};
+use super::queue::Plan;
+use super::{Job, Shared};
 use crate::backend::{BackendError, BatchInput, BatchOutput, Instance};
 use crate::error::InferError;
 use crate::model::ModelSpec;
@@ -15,10 +14,9 @@ use crate::stats::{FailReason, Stats};
 use crate::tensor::Tensor;
 
 pub struct Worker {
-    rx: Receiver<Job>,
+    shared: Arc<Shared>,
     instance: Box<dyn Instance>,
     spec: Arc<ModelSpec>,
-    policy: BatchPolicy,
     stats: Arc<Stats>,
     // Reused from batch to batch.
     buffers: Vec<AlignedBuf>,
@@ -27,68 +25,70 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        rx: Receiver<Job>,
-        instance: Box<dyn Instance>,
-        spec: Arc<ModelSpec>,
-        policy: BatchPolicy,
-        stats: Arc<Stats>,
-    ) -> Self {
-        let n = spec.inputs.len();
+    pub fn new(shared: Arc<Shared>, instance: Box<dyn Instance>) -> Self {
+        let n = shared.spec.inputs.len();
         Self {
-            rx,
+            spec: shared.spec.clone(),
+            stats: shared.stats.clone(),
+            shared,
             instance,
-            spec,
-            policy,
-            stats,
             buffers: (0..n).map(|_| AlignedBuf::default()).collect(),
             shapes: vec![Vec::new(); n],
             outputs: Vec::new(),
         }
     }
 
-    /// A job whose caller has gone (connection closed, RPC cancelled) is dropped before it runs.
-    fn abandoned(&self, job: &Job) -> bool {
-        if job.reply.is_closed() {
-            self.stats
-                .record_failure(FailReason::Canceled, job.enqueued.elapsed());
-            return true;
+    /// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs. A timeout
+    /// was already counted by the caller; a vanished client is counted here.
+    fn forget(&self, job: Job) {
+        if !job.state.as_ref().is_some_and(|s| s.timed_out()) {
+            self.stats.record_failure(FailReason::Canceled, job.enqueued.elapsed());
         }
-        false
+        self.shared.order.skip(job.seq);
     }
 
     pub fn run(mut self) {
-        let mut held: Option<Job> = None;
-        let mut jobs: Vec<Job> = Vec::new();
+        let shared = self.shared.clone();
+        let lock = || shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = lock();
+        let mut dropped = Vec::new();
         loop {
-            let first = match held.take() {
-                Some(j) => j,
-                // The queue closes when the version is unloaded; whatever was queued has been served by then.
-                None => match self.rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
-                },
-            };
-            if self.abandoned(&first) {
-                continue;
+            let now = Instant::now();
+            let plan = queue.plan(&shared.policy, now, &mut dropped);
+            for job in dropped.drain(..) {
+                self.forget(job);
             }
-            let mut rows = first.rows;
-            jobs.push(first);
-            if self.policy.dynamic {
-                while rows < self.policy.max_batch_size {
-                    let Ok(job) = self.rx.try_recv() else { break };
-                    if self.abandoned(&job) {
-                        continue;
+            match plan {
+                Plan::Run(mut jobs) => {
+                    // A job whose timeout fired a moment ago stays with its caller's error.
+                    jobs.retain(|j| {
+                        j.state.as_ref().is_none_or(|s| s.start()) || {
+                            shared.order.skip(j.seq);
+                            false
+                        }
+                    });
+                    let more = !queue.is_empty();
+                    drop(queue);
+                    // An idle peer forms the next batch while this one runs.
+                    if more {
+                        shared.changed.notify_one();
                     }
-                    if rows + job.rows > self.policy.max_batch_size || !compatible(&jobs[0], &job) {
-                        held = Some(job);
-                        break;
+                    if !jobs.is_empty() {
+                        let rows = jobs.iter().map(|j| j.rows).sum();
+                        self.execute(&mut jobs, rows);
                     }
-                    rows += job.rows;
-                    jobs.push(job);
+                    queue = lock();
                 }
+                Plan::WaitUntil(due) => {
+                    queue = shared
+                        .changed
+                        .wait_timeout(queue, due.saturating_duration_since(now))
+                        .map(|(q, _)| q)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+                Plan::Empty if queue.closed => return,
+                Plan::Empty => queue = shared.changed.wait(queue).unwrap_or_else(|p| p.into_inner()),
             }
-            self.execute(&mut jobs, rows);
         }
     }
 
@@ -100,41 +100,32 @@ impl Worker {
         match self.guarded(jobs, rows, start) {
             Ok(results) => {
                 for (job, outputs) in jobs.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(outputs));
+                    self.shared.order.finish(job.seq, job.reply, Ok(outputs));
                 }
             }
             // One bad request must not fail the others it was batched with: run each on its own.
             Err(_) if jobs.len() > 1 => {
                 for job in jobs.drain(..) {
                     let single = std::slice::from_ref(&job);
-                    let result = self
-                        .guarded(single, job.rows, Instant::now())
-                        .map(|mut r| r.remove(0));
+                    let result = self.guarded(single, job.rows, Instant::now()).map(|mut r| r.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
             Err(e) => {
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
+                    self.shared.order.finish(job.seq, job.reply, Err(e.clone()));
                 }
             }
         }
     }
 
     /// Runs a batch, turning a panic inside the backend into an error for its requests.
-    fn guarded(
-        &mut self,
-        jobs: &[Job],
-        rows: usize,
-        start: Instant,
-    ) -> Result<Vec<Vec<Tensor>>, InferError> {
+    fn guarded(&mut self, jobs: &[Job], rows: usize, start: Instant) -> Result<Vec<Vec<Tensor>>, InferError> {
         let mut results: Vec<Vec<Tensor>> = jobs
             .iter()
             .map(|_| Vec::with_capacity(self.spec.outputs.len()))
             .collect();
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            self.run_batch(jobs, rows, start, &mut results)
-        }));
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.run_batch(jobs, rows, start, &mut results)));
         let outcome = outcome.unwrap_or_else(|_| {
             Err(InferError::Internal(format!(
                 "model '{}' panicked while executing",
@@ -160,11 +151,7 @@ impl Worker {
                 continue;
             };
             batch_shape(&spec, input, first, rows, &mut self.shapes[i]);
-            self.buffers[i].fill(
-                jobs.iter()
-                    .filter_map(|j| j.inputs[i].as_ref())
-                    .map(|t| &t.data[..]),
-            );
+            self.buffers[i].fill(jobs.iter().filter_map(|j| j.inputs[i].as_ref()).map(|t| &t.data[..]));
         }
         let inputs: Vec<BatchInput<'_>> = spec
             .inputs
@@ -179,12 +166,10 @@ impl Worker {
             })
             .collect();
         let infer_start = Instant::now();
-        self.instance
-            .execute(&inputs, &mut self.outputs)
-            .map_err(|e| match e {
-                BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
-                other => InferError::Internal(other.to_string()),
-            })?;
+        self.instance.execute(&inputs, &mut self.outputs).map_err(|e| match e {
+            BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
+            other => InferError::Internal(other.to_string()),
+        })?;
         let infer_end = Instant::now();
         if self.outputs.len() != spec.outputs.len() {
             return Err(InferError::Internal(format!(

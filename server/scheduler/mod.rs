@@ -1,24 +1,57 @@
-//! Per model version: a bounded queue in front of the version's instances. Each instance runs on its own OS
-//! thread, pulls work from the shared queue, and (with dynamic batching) folds the requests waiting behind
-//! the first into one batch of up to `max_batch_size` rows. Tokio tasks only enqueue and await a oneshot.
+//! Per model version: a priority queue in front of the version's instances. Each instance runs on its own OS
+//! thread; when free, it forms the next batch from what is queued (dynamic batching: up to `max_batch_size`
+//! rows of requests with the same non-batch dimensions, cut at a preferred size, waiting at most
+//! `max_queue_delay` for a fuller one) while the other instances run theirs. Tokio tasks only enqueue and
+//! await a oneshot: nothing blocks a runtime thread.
 mod batch;
 mod instance;
+mod order;
+pub mod policy;
+mod queue;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
+pub use self::policy::{BatchPolicy, QueuePolicy, TimeoutAction, DEFAULT_QUEUE_SIZE};
+use self::queue::Queue;
 use crate::backend::Instance;
 use crate::error::{InferError, InferResult};
 use crate::model::ModelSpec;
 use crate::stats::Stats;
 use crate::tensor::Tensor;
 
-/// The queue's bound when the config sets none (Triton's is unbounded; an unbounded queue only turns
-/// overload into memory growth and timeouts).
-pub const DEFAULT_QUEUE_SIZE: usize = 4096;
+/// Where a request with a timeout stands, so that its timeout and its start cannot both win.
+#[derive(Default)]
+pub struct JobState(AtomicU8);
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const TIMED_OUT: u8 = 2;
+
+impl JobState {
+    /// The instance takes the job; false if its timeout fired first.
+    fn start(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The timeout fires; false if an instance already runs the job.
+    pub fn time_out(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn timed_out(&self) -> bool {
+        self.0.load(Ordering::Acquire) == TIMED_OUT
+    }
+}
+
+pub type Reply = oneshot::Sender<InferResult<Vec<Tensor>>>;
 
 /// One request waiting to run: validated inputs in the model's order.
 pub struct Job {
@@ -26,22 +59,36 @@ pub struct Job {
     pub rows: usize,
     pub enqueued: Instant,
     /// Every output of the model, in the model's order.
-    pub reply: oneshot::Sender<InferResult<Vec<Tensor>>>,
+    pub reply: Reply,
+    /// 0-based priority level (0 is the highest).
+    pub level: usize,
+    /// When the request's queue timeout fires, if it has one.
+    pub deadline: Option<Instant>,
+    /// Shared with the waiting caller when the request has a deadline.
+    pub state: Option<Arc<JobState>>,
+    /// Arrival order, for `preserve_ordering`.
+    pub seq: u64,
 }
 
-#[derive(Clone, Debug)]
-pub struct BatchPolicy {
-    /// Rows per execution; 0 when the model does not batch.
-    pub max_batch_size: usize,
-    /// Combine queued requests into one execution (config `dynamic_batching`).
-    pub dynamic: bool,
-    pub queue_size: usize,
+impl Job {
+    /// The caller is gone: its connection closed, its RPC was cancelled, or its timeout fired.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed() || self.state.as_ref().is_some_and(|s| s.timed_out())
+    }
+}
+
+/// What the instances share: the queue and the signal that it changed.
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    policy: BatchPolicy,
+    spec: Arc<ModelSpec>,
+    stats: Arc<Stats>,
+    order: order::Order,
 }
 
 pub struct Scheduler {
-    tx: Sender<Job>,
-    model: String,
-    queue_size: usize,
+    shared: Arc<Shared>,
 }
 
 impl Scheduler {
@@ -51,44 +98,64 @@ impl Scheduler {
         policy: BatchPolicy,
         stats: Arc<Stats>,
     ) -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(policy.queue_size.max(1));
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::new(policy.levels.len())),
+            changed: Condvar::new(),
+            order: order::Order::new(policy.preserve_ordering),
+            policy,
+            spec,
+            stats,
+        });
         for (i, instance) in instances.into_iter().enumerate() {
-            let worker = instance::Worker::new(
-                rx.clone(),
-                instance,
-                spec.clone(),
-                policy.clone(),
-                stats.clone(),
-            );
-            let name = format!("{}-{i}", spec.name);
-            // A thread that cannot start leaves the others serving; the load reports no error for it.
-            if let Err(e) = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker.run())
-            {
-                tracing::error!(model = %spec.name, "cannot start instance thread: {e}");
+            let worker = instance::Worker::new(shared.clone(), instance);
+            let name = format!("{}-{i}", shared.spec.name);
+            if let Err(e) = std::thread::Builder::new().name(name).spawn(move || worker.run()) {
+                tracing::error!(model = %shared.spec.name, "cannot start instance thread: {e}");
             }
         }
-        Self {
-            tx,
-            model: spec.name.clone(),
-            queue_size: policy.queue_size,
-        }
+        Self { shared }
+    }
+
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.shared.policy
     }
 
     /// Enqueues without waiting: a full queue is answered at once.
-    pub fn submit(&self, job: Job) -> InferResult<()> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => InferError::ResourceExhausted(format!(
-                "inference request for model '{}' rejected: the queue is full ({} requests waiting)",
-                self.model, self.queue_size
-            )),
-            TrySendError::Disconnected(_) => InferError::Unavailable(format!("model '{}' has no running instance", self.model)),
-        })
+    pub fn submit(&self, mut job: Job) -> InferResult<()> {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.closed {
+            return Err(InferError::Unavailable(format!(
+                "model '{}' is unloading",
+                self.shared.spec.name
+            )));
+        }
+        let limit = self.shared.policy.levels[job.level].max_queue_size;
+        if queue.level_len(job.level) >= limit {
+            return Err(InferError::ResourceExhausted(format!(
+                "inference request for model '{}' rejected: the queue is full ({limit} requests waiting at priority {})",
+                self.shared.spec.name,
+                job.level + 1
+            )));
+        }
+        job.seq = queue.next_seq();
+        queue.push(job);
+        drop(queue);
+        self.shared.changed.notify_one();
+        Ok(())
     }
 
     /// Requests waiting for an instance.
     pub fn queue_depth(&self) -> usize {
-        self.tx.len()
+        self.shared.queue.lock().map(|q| q.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for Scheduler {
+    /// The version is being released: instances finish what is queued, then their threads end.
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
+        }
+        self.shared.changed.notify_all();
     }
 }

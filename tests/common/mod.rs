@@ -110,10 +110,7 @@ pub fn http() -> reqwest::Client {
 async fn read(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 pub async fn get(url: &str) -> (u16, Value) {
@@ -121,15 +118,7 @@ pub async fn get(url: &str) -> (u16, Value) {
 }
 
 pub async fn post_json(url: &str, body: &Value) -> (u16, Value) {
-    read(
-        http()
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent"),
-    )
-    .await
+    read(http().post(url).json(body).send().await.expect("request sent")).await
 }
 
 pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> reqwest::Response {
@@ -170,14 +159,10 @@ pub fn simple_inputs(rows: usize) -> (Vec<i32>, Vec<i32>) {
 
 /// A deterministic pseudo-random FP32 row generator (no extra crates needed).
 pub fn random_f32(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()

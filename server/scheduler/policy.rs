@@ -1,0 +1,168 @@
+//! How a version's queue behaves, read once from its config exactly as Triton's fields mean.
+use std::time::Duration;
+
+use crate::proto::model_config::SchedulingChoice;
+use crate::proto::model_queue_policy::TimeoutAction as ConfigTimeoutAction;
+use crate::proto::{ModelConfig, ModelQueuePolicy};
+
+/// The queue's bound when the config sets none. Triton's is unbounded; an unbounded queue only turns
+/// overload into memory growth and timeouts.
+pub const DEFAULT_QUEUE_SIZE: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutAction {
+    /// A request still waiting at its timeout fails.
+    Reject,
+    /// A request still waiting at its timeout goes behind every request that has not timed out.
+    Delay,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuePolicy {
+    pub max_queue_size: usize,
+    pub default_timeout: Option<Duration>,
+    pub timeout_action: TimeoutAction,
+    pub allow_timeout_override: bool,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        Self {
+            max_queue_size: DEFAULT_QUEUE_SIZE,
+            default_timeout: None,
+            timeout_action: TimeoutAction::Reject,
+            allow_timeout_override: false,
+        }
+    }
+}
+
+impl QueuePolicy {
+    fn from_config(q: &ModelQueuePolicy) -> Self {
+        Self {
+            max_queue_size: if q.max_queue_size > 0 {
+                q.max_queue_size as usize
+            } else {
+                DEFAULT_QUEUE_SIZE
+            },
+            default_timeout: (q.default_timeout_microseconds > 0)
+                .then(|| Duration::from_micros(q.default_timeout_microseconds)),
+            timeout_action: if q.timeout_action == ConfigTimeoutAction::Delay as i32 {
+                TimeoutAction::Delay
+            } else {
+                TimeoutAction::Reject
+            },
+            allow_timeout_override: q.allow_timeout_override,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchPolicy {
+    /// Rows per execution; 0 when the model does not batch.
+    pub max_batch_size: usize,
+    /// Combine queued requests into one execution (config `dynamic_batching`).
+    pub dynamic: bool,
+    /// How long the oldest request may wait for a fuller batch; zero runs whatever is queued at once.
+    pub max_queue_delay: Duration,
+    /// Batch sizes to cut at when the queue holds more (ascending).
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Answer requests in the order they arrived, whatever order their batches finish in.
+    pub preserve_ordering: bool,
+    /// Priority levels, 1 (highest) to `levels.len()`; each with its own queue policy.
+    pub levels: Vec<QueuePolicy>,
+    /// The level (1-based) of a request that names none.
+    pub default_priority: usize,
+}
+
+impl BatchPolicy {
+    pub fn from_config(cfg: &ModelConfig) -> Self {
+        let max_batch_size = cfg.max_batch_size.max(0) as usize;
+        let Some(SchedulingChoice::DynamicBatching(db)) = &cfg.scheduling_choice else {
+            return Self {
+                max_batch_size,
+                dynamic: false,
+                max_queue_delay: Duration::ZERO,
+                preferred_batch_sizes: Vec::new(),
+                preserve_ordering: false,
+                levels: vec![QueuePolicy::default()],
+                default_priority: 1,
+            };
+        };
+        let default_queue = db
+            .default_queue_policy
+            .as_ref()
+            .map(QueuePolicy::from_config)
+            .unwrap_or_default();
+        let n_levels = (db.priority_levels as usize).max(1);
+        let levels = (1..=n_levels as u64)
+            .map(|l| {
+                db.priority_queue_policy
+                    .get(&l)
+                    .map(QueuePolicy::from_config)
+                    .unwrap_or_else(|| default_queue.clone())
+            })
+            .collect();
+        let mut preferred: Vec<usize> = db
+            .preferred_batch_size
+            .iter()
+            .filter(|&&p| p > 0)
+            .map(|&p| p as usize)
+            .filter(|&p| p <= max_batch_size)
+            .collect();
+        preferred.sort_unstable();
+        preferred.dedup();
+        Self {
+            max_batch_size,
+            dynamic: max_batch_size > 1,
+            max_queue_delay: Duration::from_micros(db.max_queue_delay_microseconds),
+            preferred_batch_sizes: preferred,
+            preserve_ordering: db.preserve_ordering,
+            levels,
+            default_priority: (db.default_priority_level as usize).clamp(1, n_levels),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::config::parse_pbtxt;
+
+    #[test]
+    fn reads_triton_dynamic_batching_fields() {
+        let cfg = parse_pbtxt(
+            "max_batch_size: 16 dynamic_batching { max_queue_delay_microseconds: 250 preferred_batch_size: [8, 4, 32] \
+             preserve_ordering: true priority_levels: 3 default_priority_level: 2 \
+             default_queue_policy { max_queue_size: 5 default_timeout_microseconds: 1000 timeout_action: DELAY allow_timeout_override: true } \
+             priority_queue_policy { key: 1 value { max_queue_size: 9 } } }",
+        )
+        .unwrap();
+        let p = BatchPolicy::from_config(&cfg);
+        assert!(p.dynamic);
+        assert_eq!(p.max_queue_delay, Duration::from_micros(250));
+        assert_eq!(
+            p.preferred_batch_sizes,
+            vec![4, 8],
+            "sorted, and above max_batch_size dropped"
+        );
+        assert!(p.preserve_ordering);
+        assert_eq!(p.levels.len(), 3);
+        assert_eq!(p.default_priority, 2);
+        assert_eq!(p.levels[0].max_queue_size, 9);
+        assert_eq!(
+            p.levels[0].timeout_action,
+            TimeoutAction::Reject,
+            "a level's own policy replaces the default"
+        );
+        assert_eq!(p.levels[1].max_queue_size, 5);
+        assert_eq!(p.levels[1].default_timeout, Some(Duration::from_millis(1)));
+        assert_eq!(p.levels[1].timeout_action, TimeoutAction::Delay);
+    }
+
+    #[test]
+    fn no_dynamic_batching_means_one_request_at_a_time() {
+        let p = BatchPolicy::from_config(&parse_pbtxt("max_batch_size: 8").unwrap());
+        assert!(!p.dynamic);
+        assert_eq!(p.levels, vec![QueuePolicy::default()]);
+    }
+}
