@@ -64,7 +64,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// ONNX Runtime allows one environment per process; every server in the process shares it.
-fn environment(library: &Path) -> Result<Environment, BackendError> {
+pub fn environment(library: &Path) -> Result<Environment, BackendError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let builder =
