@@ -38,6 +38,17 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot bind the {what} port {addr}: {e}"))
 }
 
+async fn serve_axum(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Loads the models and starts listening. Returns once every listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
@@ -69,13 +80,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
         http_addr = Some(listener.local_addr()?);
         let app = http::router(core.clone(), args.http_max_body_bytes);
-        let stop = signal(&rx);
-        tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| e.to_string())
-        });
+        tasks.spawn(serve_axum(listener, app, signal(&rx)));
     }
     let mut grpc_addr = None;
     if args.allow_grpc {
@@ -98,13 +103,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let listener = bind(SocketAddr::new(args.metrics_address, args.metrics_port), "metrics").await?;
         metrics_addr = Some(listener.local_addr()?);
         let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
-        let stop = signal(&rx);
-        tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| e.to_string())
-        });
+        tasks.spawn(serve_axum(listener, app, signal(&rx)));
     }
     Ok(RunningServer {
         core,

@@ -66,6 +66,11 @@ fn mixed_repository() -> tempfile::TempDir {
     dir
 }
 
+/// Why a server with these flags refuses to start.
+fn start_error(flags: &[&str]) -> anyhow::Error {
+    spawn(args(flags)).err().expect("start fails")
+}
+
 fn infer_body() -> serde_json::Value {
     let (a, b) = simple_inputs(1);
     json!({"inputs": [
@@ -210,44 +215,33 @@ async fn explicit_mode_loads_only_the_named_models() {
 #[test]
 fn explicit_mode_refuses_a_model_that_is_not_in_the_repository() {
     let repo = mixed_repository();
-    let err = spawn(args(&[
+    let err = start_error(&[
         "--model-repository",
         path(repo.path()),
         "--model-control-mode",
         "explicit",
         "--load-model",
         "ghost",
-    ]))
-    .err()
-    .expect("start fails");
+    ]);
     assert!(err.to_string().contains("ghost"), "{err}");
 }
 
 #[test]
 fn exit_on_error_refuses_to_start_with_a_failed_model() {
     let repo = mixed_repository();
-    let err = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--exit-on-error",
-        "true",
-    ]))
-    .err()
-    .expect("start fails");
+    let err = start_error(&["--model-repository", path(repo.path()), "--exit-on-error", "true"]);
     assert!(err.to_string().contains("failed to load"), "{err}");
 }
 
 #[test]
 fn a_missing_onnx_runtime_library_is_reported_with_what_to_do() {
     let repo = mixed_repository();
-    let err = spawn(args(&[
+    let err = start_error(&[
         "--model-repository",
         path(repo.path()),
         "--onnxruntime-library",
         "/nonexistent/libonnxruntime.so.1.31.1",
-    ]))
-    .err()
-    .expect("start fails");
+    ]);
     assert!(
         err.to_string().contains("/nonexistent/libonnxruntime.so.1.31.1"),
         "{err}"
@@ -256,9 +250,7 @@ fn a_missing_onnx_runtime_library_is_reported_with_what_to_do() {
 
 #[test]
 fn a_missing_repository_is_an_error() {
-    let err = spawn(args(&["--model-repository", "/nonexistent/repo"]))
-        .err()
-        .expect("start fails");
+    let err = start_error(&["--model-repository", "/nonexistent/repo"]);
     assert!(err.to_string().contains("/nonexistent/repo"), "{err}");
 }
 

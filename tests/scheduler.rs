@@ -60,6 +60,21 @@ async fn occupy(s: &TestServer, model: &str, ms: f32) -> tokio::task::JoinHandle
     busy
 }
 
+/// A gRPC request to `slow` that runs for `ms` milliseconds.
+fn slow_grpc(ms: f32) -> inferd::proto::ModelInferRequest {
+    inferd::proto::ModelInferRequest {
+        model_name: "slow".into(),
+        inputs: vec![inferd::proto::model_infer_request::InferInputTensor {
+            name: "INPUT0".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(ms.to_le_bytes().to_vec())],
+        ..Default::default()
+    }
+}
+
 /// A copy of the example MLP whose batcher waits up to 20 ms for a fuller batch.
 fn batched_mlp_repository() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -190,17 +205,7 @@ async fn a_full_queue_rejects_at_once_with_429_naming_the_model_and_limit() {
         });
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let req = inferd::proto::ModelInferRequest {
-        model_name: "slow".into(),
-        inputs: vec![inferd::proto::model_infer_request::InferInputTensor {
-            name: "INPUT0".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 1],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![bytes::Bytes::from(0f32.to_le_bytes().to_vec())],
-        ..Default::default()
-    };
+    let req = slow_grpc(0.0);
     assert_eq!(
         c.model_infer(req).await.unwrap_err().code(),
         tonic::Code::ResourceExhausted
@@ -305,17 +310,7 @@ async fn a_request_whose_client_went_away_never_runs() {
         .await;
     assert!(gone.is_err(), "the client timed out");
     let mut c = grpc(&s).await;
-    let req = inferd::proto::ModelInferRequest {
-        model_name: "slow".into(),
-        inputs: vec![inferd::proto::model_infer_request::InferInputTensor {
-            name: "INPUT0".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 1],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![bytes::Bytes::from(8f32.to_le_bytes().to_vec())],
-        ..Default::default()
-    };
+    let req = slow_grpc(8.0);
     let cancelled = tokio::time::timeout(Duration::from_millis(100), c.model_infer(req)).await;
     assert!(cancelled.is_err(), "the call was cancelled while waiting");
     busy.await.unwrap();
