@@ -5,22 +5,32 @@
 #
 #   scripts/bench.sh [--with-triton]        (or `make bench`; BENCH_TRITON=1 is the same as --with-triton)
 #
-# Measures, batch 1 per request, perf_analyzer `-p 3000 -r 3 -s 100`:
+# Measures, batch 1 per request:
 #   - mlp at concurrency 1, 8, 32, 64 and simple at concurrency 1, 8, over HTTP and gRPC;
 #   - server CPU per request (../shared/bench/cpu-per-request.sh) for mlp at c=32 on both protocols;
 #   - with --with-triton, the same mlp runs against the reference Triton peer (../shared/bench/peer-triton.sh;
 #     its first install takes a few minutes) and the ratio inferd/Triton.
+# How perf_analyzer is run (BENCH_PA_MODE):
+#   count (default): a 1000-request probe (warm-up, and sizes the run), then one run of --request-count N
+#     with N = about BENCH_SECONDS (4) of load. Throughput = N / (last response - first send) taken from
+#     --profile-export-file, because perf_analyzer 2.50 divides N by a whole number of seconds in this mode.
+#     perf_analyzer 2.50 now and then never ends such a run (the server has answered all N requests); each
+#     run is killed after BENCH_PA_TIMEOUT (60) seconds and tried up to three times.
+#   windows: `-p 3000 -r 3 -s 100` (BENCH_PA_WINDOW_ARGS), the shared README's advice. perf_analyzer 2.50
+#     can then spend minutes in InferenceProfiler::ValidLatencyMeasurement (it erases request records one
+#     by one, so its cost grows as the square of the request rate) once a server answers ~15k+ requests/s
+#     with c>=32 on 2 cores; each run is cut at BENCH_PA_TIMEOUT (180) seconds and reported as failed.
 # Raw perf_analyzer output, CSV reports and server logs go to target/bench/.
 # Environment: BENCH_PORT_BASE (inferd, default 18100), BENCH_TRITON_PORT_BASE (default 18000),
-# BENCH_PA_ARGS (default "-p 3000 -r 3 -s 100"), BENCH_MLP_CONCURRENCY (default "1 8 32 64"),
-# BENCH_SIMPLE_CONCURRENCY (default "1 8").
+# BENCH_MLP_CONCURRENCY (default "1 8 32 64"), BENCH_SIMPLE_CONCURRENCY (default "1 8"), BENCH_CPU_SECONDS (8).
 set -euo pipefail
+set +m # no job control: `setsid` must not fork, so that $! is the server's session id
 
 with_triton=${BENCH_TRITON:-0}
 for arg in "$@"; do
   case $arg in
     --with-triton) with_triton=1 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench: unknown argument: $arg (usage: scripts/bench.sh [--with-triton])" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +48,12 @@ done
 port=${BENCH_PORT_BASE:-18100}
 http_port=$port grpc_port=$((port + 1)) metrics_port=$((port + 2))
 tport=${BENCH_TRITON_PORT_BASE:-18000}
-read -r -a pa_args <<<"${BENCH_PA_ARGS:--p 3000 -r 3 -s 100}"
+mode=${BENCH_PA_MODE:-count}
+[[ $mode == count || $mode == windows ]] || { echo "bench: BENCH_PA_MODE must be count or windows" >&2; exit 2; }
+read -r -a window_args <<<"${BENCH_PA_WINDOW_ARGS:--p 3000 -r 3 -s 100}"
+secs=${BENCH_SECONDS:-4} cpu_secs=${BENCH_CPU_SECONDS:-8} probe=${BENCH_PROBE_REQUESTS:-1000}
+min_requests=2000 max_requests=${BENCH_MAX_REQUESTS:-100000}
+pa_timeout=${BENCH_PA_TIMEOUT:-$([[ $mode == windows ]] && echo 180 || echo 60)}
 read -r -a mlp_conc <<<"${BENCH_MLP_CONCURRENCY:-1 8 32 64}"
 read -r -a simple_conc <<<"${BENCH_SIMPLE_CONCURRENCY:-1 8}"
 out=target/bench
@@ -60,8 +75,8 @@ cargo build --release --locked --bin inferd
 pa=$("$shared/bench/install-perf-analyzer.sh" .perf_analyzer)
 export PA_DIR=$root/.perf_analyzer # cpu-per-request.sh installs/uses perf_analyzer there
 rm -rf "$out" && mkdir -p "$out"
-rows=$out/rows.tsv cpu_rows=$out/cpu.tsv cmds=$out/commands.txt failures=$out/failures.txt
-: >"$rows" && : >"$cpu_rows" && : >"$cmds" && : >"$failures"
+rows=$out/rows.tsv cpu_rows=$out/cpu.tsv cmds=$out/commands.txt failures=$out/failures.txt retries=$out/retries.txt
+: >"$rows" && : >"$cpu_rows" && : >"$cmds" && : >"$failures" && : >"$retries"
 
 wait_ready() { # URL PID NAME LOG
   for _ in $(seq 120); do
@@ -73,51 +88,147 @@ wait_ready() { # URL PID NAME LOG
   return 1
 }
 
+# Seconds spanned by the requests in a perf_analyzer profile export (first send to last response), as
+# "RATE COUNT SECONDS". A regex scan: the export also holds every input and output and runs to 100+ MB.
+export_rate() {
+  python3 - "$1" <<'PY'
+import re, sys
+text = open(sys.argv[1], "rb").read()
+starts = [int(m) for m in re.findall(rb'"timestamp":(\d+)', text)]
+ends = [int(m.split(b",")[-1]) for m in re.findall(rb'"response_timestamps":\[([0-9,]+)\]', text)]
+span = (max(ends) - min(starts)) / 1e9
+print(f"{len(ends) / span:.1f} {len(ends)} {span:.3f}")
+PY
+}
+
+# perf_analyzer 2.50 now and then never finishes a --request-count run although the server answered all N
+# requests (its count of collected records stays below N), and SIGTERM does not end it then. Run it under
+# timeout -k, up to three times. pa_run LOG CLEANUP_FILES... -- ARGS...
+pa_run() {
+  local log=$1 rc=0 try files=(); shift
+  while [[ $1 != -- ]]; do files+=("$1"); shift; done; shift
+  for try in 1 2 3; do
+    rm -f "${files[@]}"
+    rc=0
+    timeout -k 5 "$pa_timeout" "$pa" "$@" >"$log" 2>&1 || rc=$?
+    ((rc == 0)) && return 0
+    echo "bench:   perf_analyzer exit $rc (try $try of 3)$( ((rc == 124 || rc == 137)) && echo ", hung; killed after $pa_timeout s")" >&2
+    echo "$*: exit $rc on try $try" >>"$retries"
+  done
+  return "$rc"
+}
+
+# Kills PID and everything below it (by process id).
+kill_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+declare -A rate_of # tag -> measured infer/s, to size the CPU runs
 # One perf_analyzer measurement: SYSTEM PROTOCOL HOST:PORT MODEL CONCURRENCY. Appends a row to $rows.
 measure() {
   local system=$1 proto=$2 url=$3 model=$4 c=$5
-  local tag=$system-$model-$proto-c$c
-  local cmd=(perf_analyzer -m "$model" -i "$proto" -u "$url" -b 1 --concurrency-range "$c" "${pa_args[@]}" -f "$out/$tag.csv")
-  echo "${cmd[*]}" >>"$cmds"
+  local tag=$system-$model-$proto-c$c rc=0 n rate span attempt
+  local base=(-m "$model" -i "$proto" -u "$url" -b 1 --concurrency-range "$c")
+  local cmd
   echo "bench: $system $model $proto c=$c" >&2
-  local rc=0
-  timeout 300 "$pa" "${cmd[@]:1}" >"$out/$tag.log" 2>&1 || rc=$?
+  if [[ $mode == windows ]]; then
+    cmd=(perf_analyzer "${base[@]}" "${window_args[@]}" -f "$out/$tag.csv")
+    echo "${cmd[*]}" >>"$cmds"
+    pa_run "$out/$tag.log" "$out/$tag.csv" -- "${cmd[@]:1}" || rc=$?
+  else
+    # Probe (also the warm-up) to size the run to about $secs seconds, then the measured run.
+    pa_run "$out/$tag.probe.log" "$out/$tag.probe.json" -- "${base[@]}" --request-count "$probe" \
+      --profile-export-file "$out/$tag.probe.json" || rc=$?
+    if ((rc == 0)); then
+      read -r rate _ span < <(export_rate "$out/$tag.probe.json")
+      # A short probe underestimates fast servers (connection set-up); run again, once, when the measured
+      # run came out under half the intended length.
+      for attempt in 1 2; do
+        n=$(python3 -c "print(max($min_requests, min($max_requests, int($rate * $secs))))")
+        cmd=(perf_analyzer "${base[@]}" --request-count "$n" -f "$out/$tag.csv" --profile-export-file "$out/$tag.json")
+        # (pa_run removes the old CSV and export first: perf_analyzer refuses an existing export file)
+        pa_run "$out/$tag.log" "$out/$tag.csv" "$out/$tag.json" -- "${cmd[@]:1}" || rc=$?
+        ((rc == 0)) || break
+        read -r rate _ span < <(export_rate "$out/$tag.json")
+        python3 -c "import sys; sys.exit(not ($span < $secs / 2 and $n < $max_requests))" || break
+        echo "bench:   $n requests took only $span s; again with more" >&2
+      done
+      echo "${cmd[*]}" >>"$cmds"
+    else
+      cmd=(perf_analyzer "${base[@]}" --request-count "$probe" --profile-export-file "$out/$tag.probe.json")
+      cp "$out/$tag.probe.log" "$out/$tag.log"
+    fi
+  fi
   if ((rc != 0)) || [[ ! -s $out/$tag.csv ]]; then
     {
-      echo "### $tag: exit status $rc"
+      echo "### $tag: exit status $rc$( ((rc == 124)) && echo " (timed out after $pa_timeout s)")"
       echo "\$ ${cmd[*]}"
-      tail -n 30 "$out/$tag.log"
+      if (($(wc -l <"$out/$tag.log") > 30)); then head -n 5 "$out/$tag.log"; echo "[...]"; fi
+      tail -n 25 "$out/$tag.log"
       echo
     } >>"$failures"
     echo "bench: FAILED (exit $rc): ${cmd[*]}" >&2
-    tail -n 15 "$out/$tag.log" >&2
+    head -n 15 "$out/$tag.log" >&2
     printf '%s\t%s\t%s\t%s\tFAILED\n' "$system" "$proto" "$model" "$c" >>"$rows"
+    rm -f "$out/$tag".*json
     return 0
   fi
-  python3 - "$out/$tag.csv" "$system" "$proto" "$model" "$c" >>"$rows" <<'PY'
+  if [[ $mode == windows ]]; then
+    rate=$(python3 -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['Inferences/Second'])" "$out/$tag.csv")
+  else
+    local count
+    read -r rate count span < <(export_rate "$out/$tag.json")
+    echo "bench:   $count requests in $span s" >&2
+    rm -f "$out/$tag".*json
+  fi
+  rate_of[$tag]=$rate
+  python3 - "$out/$tag.csv" "$system" "$proto" "$model" "$c" "$rate" >>"$rows" <<'PY'
 import csv, sys
-path, system, proto, model, c = sys.argv[1:]
+path, system, proto, model, c, rate = sys.argv[1:]
 with open(path, newline="") as f:
     row = next(csv.DictReader(f))
 g = lambda k: float(row.get(k) or 0)
 compute = g("Server Compute Input") + g("Server Compute Infer") + g("Server Compute Output")
-print("\t".join([system, proto, model, c, f"{g('Inferences/Second'):.0f}", f"{g('p50 latency'):.0f}",
+print("\t".join([system, proto, model, c, f"{float(rate):.0f}", f"{g('p50 latency'):.0f}",
                  f"{g('p99 latency'):.0f}", f"{g('Server Queue'):.0f}", f"{compute:.0f}"]))
 PY
 }
 
-# Server CPU per request: SYSTEM PROTOCOL SID HTTP_HOSTPORT URL
+# Server CPU per request, mlp at c=32: SYSTEM PROTOCOL SID HTTP_HOSTPORT URL
 cpu_measure() {
-  local system=$1 proto=$2 sid=$3 http=$4 url=$5 res
-  local args=(-i "$proto" -u "$url" -b 1 --concurrency-range 32 "${pa_args[@]}")
+  local system=$1 proto=$2 sid=$3 http=$4 url=$5 res n
+  local args=(-i "$proto" -u "$url" -b 1 --concurrency-range 32)
+  if [[ $mode == windows ]]; then
+    args+=("${window_args[@]}")
+  else
+    n=$(python3 -c "print(max($min_requests, min(4 * $max_requests, int(${rate_of[$system-mlp-$proto-c32]:-1000} * $cpu_secs))))")
+    args+=(--request-count "$n")
+  fi
   echo "../shared/bench/cpu-per-request.sh \$SID $http mlp ${args[*]}" >>"$cmds"
   echo "bench: $system CPU/request mlp $proto c=32" >&2
-  res=$("$shared/bench/cpu-per-request.sh" "$sid" "$http" mlp "${args[@]}" 2>&1 | tail -n 1) || true
+  # Its perf_analyzer may hang after the last request (see pa_run) and its `timeout 120` cannot end it then:
+  # a watchdog kills what is left after 150 s; the CPU and request counts stay valid.
+  "$shared/bench/cpu-per-request.sh" "$sid" "$http" mlp "${args[@]}" >"$out/cpu-$system-$proto.log" 2>&1 &
+  local job=$! waited=0
+  while kill -0 "$job" 2>/dev/null && ((waited < 150)); do sleep 1; waited=$((waited + 1)); done
+  if kill -0 "$job" 2>/dev/null; then
+    echo "bench:   perf_analyzer still running after 150 s; killing it" >&2
+    echo "cpu-per-request.sh $system $proto: perf_analyzer killed after 150 s" >>"$retries"
+    for child in $(ps -o pid= --ppid "$job"); do kill_tree "$child"; done
+  fi
+  wait "$job" || true
+  res=$(tail -n 1 "$out/cpu-$system-$proto.log")
   echo "bench:   $res" >&2
   printf '%s\t%s\t%s\n' "$system" "$proto" "$res" >>"$cpu_rows"
 }
 
 # 2. inferd.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$http_port" "$grpc_port" "$metrics_port"; do
+  if port_busy "$p"; then echo "bench: port $p is already in use (another server running?)" >&2; exit 1; fi
+done
 log=$out/inferd.log
 echo "setsid target/release/inferd serve --model-repository models --http-port $http_port --grpc-port $grpc_port --metrics-port $metrics_port" >>"$cmds"
 setsid target/release/inferd serve --model-repository models \
@@ -154,6 +265,9 @@ server_pgid=''
 if ((with_triton)); then
   echo "bench: starting the Triton peer (the first run installs nvidia-pytriton into .peer, a few minutes)" >&2
   echo "../shared/bench/peer-triton.sh .peer --port-base $tport mlp=models/mlp/1/model.onnx" >>"$cmds"
+  for p in "$tport" "$((tport + 1))" "$((tport + 2))"; do
+    if port_busy "$p"; then echo "bench: port $p is already in use (another server running?)" >&2; exit 1; fi
+  done
   peer_pgid=$("$shared/bench/peer-triton.sh" .peer --port-base "$tport" mlp=models/mlp/1/model.onnx)
   for proto in http grpc; do
     if [[ $proto == http ]]; then url=127.0.0.1:$tport; else url=127.0.0.1:$((tport + 1)); fi
@@ -170,19 +284,27 @@ commit=$(git rev-parse --short HEAD)
 [[ -z $(git status --porcelain --untracked-files=no) ]] || commit="$commit (working tree with uncommitted changes)"
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mkdir -p benches
-python3 - "$results" "$rows" "$cpu_rows" "$cmds" "$failures" \
-  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$commit" "$(nproc)" "$cpu_model" "${pa_args[*]}" <<'PY'
+python3 - "$results" "$rows" "$cpu_rows" "$cmds" "$failures" "$retries" \
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$commit" "$(nproc)" "$cpu_model" "$mode" "${window_args[*]}" "$secs" <<'PY'
 import re, sys
-results, rows_f, cpu_f, cmds_f, fail_f, date, commit, nproc, cpu_model, pa_args = sys.argv[1:]
+results, rows_f, cpu_f, cmds_f, fail_f, retries_f, date, commit, nproc, cpu_model, mode, window_args, secs = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(rows_f) if l.strip()]
 cpu = [l.rstrip("\n").split("\t", 2) for l in open(cpu_f) if l.strip()]
 cmds = open(cmds_f).read().strip()
 failures = open(fail_f).read().strip()
+retries = open(retries_f).read().strip()
 
 out = ["## perf_analyzer (KServe V2, batch 1)", "",
        f"- date: {date}", f"- commit: `{commit}`", f"- machine: {nproc} CPUs (`nproc`), {cpu_model}; "
-       "client and server share them", f"- perf_analyzer 2.50 (tritonclient 2.50.0 wheel), `{pa_args}`, "
-       "one run per concurrency; latencies in µs, server columns from the server's statistics endpoint",
+       "client and server share them",
+       "- perf_analyzer 2.50 (tritonclient 2.50.0 wheel), sync mode, random input data; " + (
+           f"`{window_args}`, throughput as perf_analyzer reports it" if mode == "windows" else
+           f"after a 1000-request warm-up probe, one run of `--request-count N` (N ≈ {secs} s of load); infer/s = "
+           "N / (last response − first send) from `--profile-export-file` (perf_analyzer 2.50 divides N by a "
+           "whole number of seconds in this mode); its windowed mode (`-p 3000 -r 3 -s 100`) stalls for minutes "
+           "in `InferenceProfiler::ValidLatencyMeasurement` at inferd's rates with c ≥ 32"),
+       "- latencies in µs over all N requests; server columns from the server's statistics endpoint, "
+       "per request",
        "- server compute = Server Compute Input + Infer + Output", "",
        "| system | protocol | model | concurrency | infer/s | p50 µs | p99 µs | server queue µs | server compute µs |",
        "|---|---|---|---|---|---|---|---|---|"]
@@ -193,10 +315,10 @@ for r in rows:
         out.append("| " + " | ".join(r) + " |")
 
 out += ["", "### Server CPU per request (mlp, c=32, `../shared/bench/cpu-per-request.sh`)", "",
-        "| system | protocol | infer/s | server CPU µs/request | requests counted |", "|---|---|---|---|---|"]
+        "| system | protocol | server CPU µs/request | requests counted |", "|---|---|---|---|"]
 for system, proto, res in cpu:
     m = re.search(r"infer_s=(\S+) server_cpu_us_per_request=(\S+) \(requests=(\S+)\)", res)
-    out.append(f"| {system} | {proto} | {m[1]} | {m[2]} | {m[3]} |" if m else f"| {system} | {proto} | FAILED: {res} | | |")
+    out.append(f"| {system} | {proto} | {m[2]} | {m[3]} |" if m else f"| {system} | {proto} | FAILED: {res} | |")
 
 by = {(r[0], r[1], r[2], r[3]): r for r in rows if len(r) > 5}
 pairs = [(p, c) for (s, p, m, c) in by if s == "triton" and m == "mlp"]
@@ -215,6 +337,10 @@ if pairs:
 
 if failures:
     out += ["", "### Failures", "", "```", failures, "```"]
+if retries:
+    out += ["", "### perf_analyzer runs repeated or cut short", "",
+            "perf_analyzer 2.50 now and then hangs after the last request of a `--request-count` run; "
+            "those runs were killed and repeated (the figures above come from a complete run).", "", "```", retries, "```"]
 out += ["", "### Commands", "", "Run by `scripts/bench.sh` (`make bench`; add `--with-triton` for the peer), "
         "`perf_analyzer` = `.perf_analyzer/bin/perf_analyzer`, `$SID` = the server's session id.", "", "```", cmds, "```"]
 

@@ -105,6 +105,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MAX_INFLIGHT_REQUESTS", default_value_t = 0)]
     pub max_inflight_requests: usize,
 
+    /// Threads of the async runtime that runs the protocol front-ends (0: one per core). Model instances run
+    /// on threads of their own besides.
+    #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
+    pub runtime_threads: usize,
+
     /// Largest HTTP request body, in bytes.
     #[arg(long, env = "INFERD_HTTP_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     pub http_max_body_bytes: usize,
