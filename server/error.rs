@@ -17,9 +17,6 @@ pub enum InferError {
     /// A queue or limit is full: 429 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     ResourceExhausted(String),
-    /// The request gave up (client gone) before it ran.
-    #[error("{0}")]
-    Cancelled(String),
     /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     Timeout(String),
@@ -39,8 +36,6 @@ impl InferError {
             Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            // 499 is what proxies log for a client that went away; it never reaches that client.
-            Self::Cancelled(_) => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -52,7 +47,6 @@ impl InferError {
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
-            Self::Cancelled(_) => tonic::Code::Cancelled,
             Self::Internal(_) => tonic::Code::Internal,
         }
     }
@@ -61,7 +55,6 @@ impl InferError {
     pub fn fail_reason(&self) -> FailReason {
         match self {
             Self::ResourceExhausted(_) | Self::Timeout(_) => FailReason::Rejected,
-            Self::Cancelled(_) => FailReason::Canceled,
             Self::Internal(_) => FailReason::Backend,
             _ => FailReason::Other,
         }

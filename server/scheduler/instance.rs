@@ -67,7 +67,7 @@ impl Worker {
                             false
                         }
                     });
-                    let more = !queue.is_empty();
+                    let more = !queue.is_empty() && queue.idle > 0;
                     drop(queue);
                     // An idle peer forms the next batch while this one runs.
                     if more {
@@ -80,14 +80,20 @@ impl Worker {
                     queue = lock();
                 }
                 Plan::WaitUntil(due) => {
+                    queue.idle += 1;
                     queue = shared
                         .changed
                         .wait_timeout(queue, due.saturating_duration_since(now))
                         .map(|(q, _)| q)
                         .unwrap_or_else(|p| p.into_inner().0);
+                    queue.idle -= 1;
                 }
                 Plan::Empty if queue.closed => return,
-                Plan::Empty => queue = shared.changed.wait(queue).unwrap_or_else(|p| p.into_inner()),
+                Plan::Empty => {
+                    queue.idle += 1;
+                    queue = shared.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
+                    queue.idle -= 1;
+                }
             }
         }
     }

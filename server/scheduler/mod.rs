@@ -139,8 +139,12 @@ impl Scheduler {
         }
         job.seq = queue.next_seq();
         queue.push(job);
+        // A busy instance finds the job when it next looks; only a sleeping one needs the (syscall) wake-up.
+        let wake = queue.idle > 0;
         drop(queue);
-        self.shared.changed.notify_one();
+        if wake {
+            self.shared.changed.notify_one();
+        }
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub struct Queue {
     delayed: VecDeque<Job>,
     seq: u64,
     pub closed: bool,
+    /// Instances asleep waiting for work (they count themselves in and out under the lock).
+    pub idle: usize,
 }
 
 impl Queue {
@@ -31,6 +33,7 @@ impl Queue {
             delayed: VecDeque::new(),
             seq: 0,
             closed: false,
+            idle: 0,
         }
     }
 
