@@ -433,14 +433,7 @@ async fn metrics_report_triton_counters_per_model() {
     assert_eq!(status, 200);
     let n = success_count("simple").await;
     assert!(n >= 1);
-    let text = http()
-        .get(format!("{}/metrics", server().metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&server().metrics).await;
     let line = text
         .lines()
         .find(|l| l.starts_with("nv_inference_request_success{") && l.contains("model=\"simple\""))

@@ -66,6 +66,11 @@ fn mixed_repository() -> tempfile::TempDir {
     dir
 }
 
+/// A server of one repository that reports ready even while some of its models have failed.
+fn serve_lenient(repo: &Path) -> TestServer {
+    spawn(args(&["--model-repository", path(repo), "--strict-readiness", "false"])).unwrap()
+}
+
 /// Why a server with these flags refuses to start.
 fn start_error(flags: &[&str]) -> anyhow::Error {
     spawn(args(flags)).err().expect("start fails")
@@ -82,13 +87,7 @@ fn infer_body() -> serde_json::Value {
 #[tokio::test]
 async fn failed_models_are_reported_with_their_reason_and_the_rest_serve() {
     let repo = mixed_repository();
-    let s = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_lenient(repo.path());
     let (status, _) = post_json(&format!("{}/v2/models/good/infer", s.http), &infer_body()).await;
     assert_eq!(status, 200, "a good model serves beside broken ones");
     assert_eq!(
@@ -137,13 +136,7 @@ async fn strict_readiness_reports_not_ready_while_a_model_has_failed() {
 #[tokio::test]
 async fn version_policies_choose_the_versions_that_load() {
     let repo = mixed_repository();
-    let s = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_lenient(repo.path());
     let versions = |md: serde_json::Value| md["versions"].clone();
     assert_eq!(
         versions(get(&format!("{}/v2/models/versioned", s.http)).await.1),
@@ -287,13 +280,7 @@ async fn a_config_without_io_is_completed_and_a_mismatched_name_is_refused() {
     write(dir.path(), "partial/1/model.onnx", simple_onnx());
     write(dir.path(), "renamed/config.pbtxt", simple_config("other", ""));
     write(dir.path(), "renamed/1/model.onnx", simple_onnx());
-    let s = spawn(args(&[
-        "--model-repository",
-        path(dir.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_lenient(dir.path());
     let (_, cfg) = get(&format!("{}/v2/models/partial/config", s.http)).await;
     assert_eq!(cfg["max_batch_size"], 2, "the config's own batch size is kept");
     assert_eq!(cfg["input"][0]["dims"], json!([16]));

@@ -317,14 +317,7 @@ async fn a_request_whose_client_went_away_never_runs() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = stats(&s, "slow").await;
     assert_eq!(count(&st, "inference_count"), 1, "only the busy request ran");
-    let metrics = http()
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&s.metrics).await;
     assert!(
         metrics.contains("nv_inference_request_failure{model=\"slow\",reason=\"CANCELED\",version=\"1\"} 2"),
         "{metrics}"

@@ -129,6 +129,18 @@ pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> re
     req.send().await.expect("request sent")
 }
 
+/// The metrics page of a server (`TestServer::metrics`).
+pub async fn scrape(metrics: &str) -> String {
+    http()
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 pub async fn grpc(server: &TestServer) -> GrpcInferenceServiceClient<Channel> {
     GrpcInferenceServiceClient::connect(server.grpc.clone())
         .await
