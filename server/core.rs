@@ -20,7 +20,13 @@ use crate::scheduler::{Job, JobState, TimeoutAction};
 use crate::validate::validate;
 
 /// The protocol extensions this server implements, as `GET /v2` lists them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "parameters", "statistics", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+];
 
 pub struct Core {
     pub server_id: String,
@@ -33,6 +39,10 @@ pub struct Core {
     /// Requests admitted and not yet answered, across all models; capped by `max_inflight` (0: no cap).
     inflight: AtomicUsize,
     max_inflight: usize,
+    /// Whether the repository API may load and unload models (`--model-control-mode explicit`).
+    pub(crate) explicit_control: bool,
+    /// Serialises loads and unloads, so each swaps in a table built from the one before.
+    pub(crate) control: tokio::sync::Mutex<()>,
 }
 
 /// Holds one place among the requests in flight.
@@ -62,6 +72,7 @@ impl Core {
         backends: Vec<Arc<dyn Backend>>,
         strict_readiness: bool,
         max_inflight: usize,
+        explicit_control: bool,
     ) -> Self {
         Self {
             server_id,
@@ -72,11 +83,22 @@ impl Core {
             strict_readiness,
             inflight: AtomicUsize::new(0),
             max_inflight,
+            explicit_control,
+            control: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
         self.table.load()
+    }
+
+    /// Replaces the routing table; requests already routed keep the versions they hold until they finish.
+    pub(crate) fn swap_table(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    pub(crate) fn repositories(&self) -> &[PathBuf] {
+        &self.repositories
     }
 
     /// Loads the repository's models (all of them, or those named in `only`), each on a blocking thread.
@@ -101,26 +123,7 @@ impl Core {
         }
         for t in tasks {
             let (name, result) = t.await.map_err(|e| e.to_string())?;
-            let entry = match result {
-                Ok(versions) => {
-                    for v in versions.values() {
-                        tracing::info!(model = %name, version = v.version, "loaded model '{name}' version {} ({}, max_batch_size {})", v.version, v.config.backend, v.spec.max_batch_size);
-                    }
-                    ModelEntry {
-                        name: name.clone(),
-                        versions,
-                        state: ModelState::Ready,
-                    }
-                }
-                Err(reason) => {
-                    tracing::error!(model = %name, "failed to load model '{name}': {reason}");
-                    ModelEntry {
-                        name: name.clone(),
-                        versions: BTreeMap::new(),
-                        state: ModelState::Unavailable(reason),
-                    }
-                }
-            };
+            let entry = entry_from(&name, result);
             table.models.insert(name, entry);
         }
         self.table.store(Arc::new(table));
@@ -128,7 +131,19 @@ impl Core {
     }
 
     fn load_model(&self, src: &ModelSource) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, String> {
-        let prepared = repository::prepare(src, &self.backends)?;
+        self.load_model_with(src, None)
+    }
+
+    /// Loads every version the policy picks, from the model's own config or from `config` when given.
+    pub(crate) fn load_model_with(
+        &self,
+        src: &ModelSource,
+        config: Option<ModelConfig>,
+    ) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, String> {
+        let prepared = match config {
+            Some(cfg) => repository::prepare_config(src, cfg, &self.backends)?,
+            None => repository::prepare(src, &self.backends)?,
+        };
         let mut versions = BTreeMap::new();
         for (v, file) in &prepared.versions {
             versions.insert(*v, Arc::new(repository::load_version(&prepared, *v, file)?));
@@ -329,5 +344,29 @@ impl Core {
             })
             .collect();
         Ok(proto::ModelStatisticsResponse { model_stats })
+    }
+}
+
+/// The routing entry for a model that loaded (logged per version) or failed (logged with its reason).
+pub(crate) fn entry_from(name: &str, result: Result<BTreeMap<i64, Arc<LoadedVersion>>, String>) -> ModelEntry {
+    match result {
+        Ok(versions) => {
+            for v in versions.values() {
+                tracing::info!(model = %name, version = v.version, "loaded model '{name}' version {} ({}, max_batch_size {})", v.version, v.config.backend, v.spec.max_batch_size);
+            }
+            ModelEntry {
+                name: name.to_string(),
+                versions,
+                state: ModelState::Ready,
+            }
+        }
+        Err(reason) => {
+            tracing::error!(model = %name, "failed to load model '{name}': {reason}");
+            ModelEntry {
+                name: name.to_string(),
+                versions: BTreeMap::new(),
+                state: ModelState::Unavailable(reason),
+            }
+        }
     }
 }

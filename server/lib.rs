@@ -6,6 +6,7 @@
 //! thread; the outputs come back through a oneshot channel and are encoded by the same front-end.
 pub mod backend;
 pub mod cli;
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod metrics;

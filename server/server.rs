@@ -60,6 +60,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         backends,
         args.strict_readiness,
         args.max_inflight_requests,
+        args.model_control_mode == ModelControlMode::Explicit,
     ));
     let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
     core.load_repository(only).await.map_err(anyhow::Error::msg)?;

@@ -131,4 +131,34 @@ impl GrpcInferenceService for GrpcService {
         let r = req.into_inner();
         Ok(Response::new(self.core.model_statistics(&r.name, version(&r.version))?))
     }
+
+    async fn repository_index(
+        &self,
+        req: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let models = self.core.repository_index(req.into_inner().ready)?;
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let r = req.into_inner();
+        let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
+            None => None,
+            Some(model_repository_parameter::ParameterChoice::StringParam(s)) => Some(s.clone()),
+            Some(_) => return Err(InferError::invalid("parameter 'config' must be a string holding JSON").into()),
+        };
+        self.core.load(&r.model_name, config.as_deref()).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.core.unload(&req.into_inner().model_name).await?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
 }

@@ -36,6 +36,9 @@ pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(model_stats))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route("/v2/repository/models/{model}/unload", post(repository_unload))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(core)
@@ -129,4 +132,57 @@ async fn infer(
         }
     }
     Ok(resp)
+}
+
+/// A repository request's optional JSON body (`{}` or nothing is the same as defaults).
+fn body_json(body: &Bytes) -> InferResult<serde_json::Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| InferError::invalid(format!("failed to parse the request JSON: {e}")))
+}
+
+async fn repository_index(State(core): State<Arc<Core>>, body: Bytes) -> InferResult<Json<serde_json::Value>> {
+    let ready = body_json(&body)?
+        .get("ready")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    // Triton leaves empty fields out of each entry.
+    let entries = core
+        .repository_index(ready)?
+        .into_iter()
+        .map(|m| {
+            let mut e = serde_json::json!({ "name": m.name, "state": m.state });
+            if !m.version.is_empty() {
+                e["version"] = m.version.into();
+            }
+            if !m.reason.is_empty() {
+                e["reason"] = m.reason.into();
+            }
+            e
+        })
+        .collect();
+    Ok(Json(serde_json::Value::Array(entries)))
+}
+
+async fn repository_load(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+    body: Bytes,
+) -> InferResult<StatusCode> {
+    let body = body_json(&body)?;
+    let config = match body.pointer("/parameters/config") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        // Accept the config as a JSON object too, not only as a string holding JSON.
+        Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
+        Some(_) => return Err(InferError::invalid("parameters.config must be a JSON string")),
+    };
+    core.load(&p.model, config.as_deref()).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn repository_unload(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<StatusCode> {
+    core.unload(&p.model).await?;
+    Ok(StatusCode::OK)
 }

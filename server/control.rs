@@ -1,0 +1,113 @@
+//! Model control through Triton's repository extension: the index of what the repository holds, and
+//! loading or unloading a model while the server runs. A load builds the new versions in the background and
+//! swaps the routing table only once they are ready; requests already routed finish on the versions they
+//! hold, which are released (their queues drained) when the last of them ends.
+use std::sync::Arc;
+
+use crate::core::{entry_from, Core};
+use crate::error::{InferError, InferResult};
+use crate::proto::repository_index_response::ModelIndex;
+use crate::proto::ModelConfig;
+use crate::repository::{self, config};
+use crate::routing::{ModelEntry, ModelState};
+
+impl Core {
+    fn require_explicit(&self) -> InferResult<()> {
+        if self.explicit_control {
+            Ok(())
+        } else {
+            Err(InferError::invalid(
+                "explicit model load / unload is not allowed unless --model-control-mode is explicit",
+            ))
+        }
+    }
+
+    /// Every model in the repositories, with each loaded version's state (only ready ones if `ready_only`).
+    pub fn repository_index(&self, ready_only: bool) -> InferResult<Vec<ModelIndex>> {
+        let found = repository::scan(self.repositories()).map_err(InferError::Internal)?;
+        let table = self.table();
+        let mut names: Vec<&String> = found.keys().chain(table.models.keys()).collect();
+        names.sort();
+        names.dedup();
+        let mut index = Vec::new();
+        for name in names {
+            let entry = |version: String, state: &str, reason: String| ModelIndex {
+                name: name.clone(),
+                version,
+                state: state.into(),
+                reason,
+            };
+            match table.models.get(name) {
+                Some(ModelEntry {
+                    versions,
+                    state: ModelState::Ready,
+                    ..
+                }) => index.extend(versions.keys().map(|v| entry(v.to_string(), "READY", String::new()))),
+                Some(ModelEntry {
+                    state: ModelState::Unavailable(reason),
+                    ..
+                }) => index.push(entry(String::new(), "UNAVAILABLE", reason.clone())),
+                None => index.push(entry(String::new(), "UNAVAILABLE", "unloaded".into())),
+            }
+        }
+        if ready_only {
+            index.retain(|m| m.state == "READY");
+        }
+        Ok(index)
+    }
+
+    /// Loads (or reloads) a model, optionally with a config given as JSON in place of its config.pbtxt. A
+    /// failed load leaves a model that was serving serving as before.
+    pub async fn load(self: &Arc<Self>, name: &str, config_json: Option<&str>) -> InferResult<()> {
+        self.require_explicit()?;
+        let override_config: Option<ModelConfig> = config_json
+            .map(|text| {
+                config::parse_json(text).map_err(|e| InferError::invalid(format!("invalid config for '{name}': {e}")))
+            })
+            .transpose()?;
+        let _serial = self.control.lock().await;
+        let found = repository::scan(self.repositories()).map_err(InferError::Internal)?;
+        let src = match found.get(name) {
+            Some(Ok(src)) => src.clone(),
+            Some(Err(reason)) => return Err(InferError::invalid(format!("failed to load '{name}': {reason}"))),
+            None => {
+                return Err(InferError::invalid(format!(
+                    "failed to load '{name}': no such model in the model repository"
+                )))
+            }
+        };
+        let core = self.clone();
+        let result = tokio::task::spawn_blocking(move || core.load_model_with(&src, override_config))
+            .await
+            .map_err(|e| InferError::Internal(e.to_string()))?;
+        let failure = result.as_ref().err().cloned();
+        let mut table = (**self.table()).clone();
+        let serving = table
+            .models
+            .get(name)
+            .is_some_and(|e| matches!(e.state, ModelState::Ready));
+        if failure.is_none() || !serving {
+            table.models.insert(name.to_string(), entry_from(name, result));
+            self.swap_table(table);
+        }
+        match failure {
+            None => Ok(()),
+            Some(reason) => Err(InferError::invalid(format!("failed to load '{name}': {reason}"))),
+        }
+    }
+
+    /// Stops routing to a model; requests already routed to it finish first.
+    pub async fn unload(&self, name: &str) -> InferResult<()> {
+        self.require_explicit()?;
+        let _serial = self.control.lock().await;
+        let mut table = (**self.table()).clone();
+        if table.models.remove(name).is_none() {
+            return Err(InferError::NotFound(format!(
+                "Request for unknown model: '{name}' is not loaded"
+            )));
+        }
+        self.swap_table(table);
+        tracing::info!(model = %name, "unloaded model '{name}'");
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! Model control through Triton's repository extension, on a real server in explicit mode: the index,
+//! loading (with a config override), unloading, a failed reload that leaves the old version serving, and
+//! reloads under traffic that no request notices.
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use inferd::proto::{
+    model_repository_parameter::ParameterChoice, ModelRepositoryParameter, RepositoryIndexRequest,
+    RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+};
+use serde_json::{json, Value};
+
+/// A repository holding copies of `simple` and `mlp`.
+fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for m in ["simple", "mlp"] {
+        copy_model(m, dir.path());
+    }
+    dir
+}
+
+fn copy_model(name: &str, to: &Path) {
+    let from = root().join("models").join(name);
+    std::fs::create_dir_all(to.join(name).join("1")).unwrap();
+    std::fs::copy(from.join("config.pbtxt"), to.join(name).join("config.pbtxt")).unwrap();
+    std::fs::copy(from.join("1/model.onnx"), to.join(name).join("1/model.onnx")).unwrap();
+}
+
+fn explicit(repo: &Path, load: &[&str]) -> TestServer {
+    let mut a = vec!["--model-repository", path(repo), "--model-control-mode", "explicit"];
+    for m in load {
+        a.extend(["--load-model", m]);
+    }
+    spawn(args(&a)).unwrap()
+}
+
+fn simple_body() -> Value {
+    let (a, b) = simple_inputs(1);
+    json!({"inputs": [
+        {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": a},
+        {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": b},
+    ]})
+}
+
+fn mlp_body(rows: usize) -> Value {
+    json!({"inputs": [{"name": "INPUT", "shape": [rows, 64], "datatype": "FP32", "data": random_f32(3, rows * 64)}]})
+}
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    post_json(&url, &body).await
+}
+
+#[tokio::test]
+async fn the_index_lists_loaded_and_unloaded_models() {
+    let repo = repository();
+    let s = explicit(repo.path(), &["simple"]);
+    let (status, index) = post(format!("{}/v2/repository/index", s.http), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        index,
+        json!([
+            {"name": "mlp", "state": "UNAVAILABLE", "reason": "unloaded"},
+            {"name": "simple", "version": "1", "state": "READY"},
+        ])
+    );
+    let (_, ready) = post(format!("{}/v2/repository/index", s.http), json!({"ready": true})).await;
+    assert_eq!(ready, json!([{"name": "simple", "version": "1", "state": "READY"}]));
+    let (_, md) = get(&format!("{}/v2", s.http)).await;
+    assert!(md["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("model_repository")));
+}
+
+#[tokio::test]
+async fn load_then_unload_a_model_over_rest() {
+    let repo = repository();
+    let s = explicit(repo.path(), &["simple"]);
+    assert_eq!(
+        post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(1)).await.0,
+        404
+    );
+    let (status, body) = post(format!("{}/v2/repository/models/mlp/load", s.http), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(&format!("{}/v2/models/mlp/ready", s.http)).await.0, 200);
+    assert_eq!(
+        post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(2)).await.0,
+        200
+    );
+    let (status, _) = post(format!("{}/v2/repository/models/mlp/unload", s.http), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&format!("{}/v2/models/mlp/ready", s.http)).await.0, 404);
+    let (status, v) = post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(1)).await;
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().starts_with("Request for unknown model"));
+    assert_eq!(
+        post(format!("{}/v2/repository/models/mlp/unload", s.http), json!({}))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_load_may_override_the_config() {
+    let repo = repository();
+    let s = explicit(repo.path(), &[]);
+    let config = json!({
+        "name": "mlp", "platform": "onnxruntime_onnx", "max_batch_size": 2,
+        "input": [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [64]}],
+        "output": [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [10]}],
+    });
+    let (status, body) = post(
+        format!("{}/v2/repository/models/mlp/load", s.http),
+        json!({"parameters": {"config": config.to_string()}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, cfg) = get(&format!("{}/v2/models/mlp/config", s.http)).await;
+    assert_eq!(cfg["max_batch_size"], 2);
+    let (status, v) = post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(3)).await;
+    assert_eq!(status, 400, "the overriding max_batch_size applies: {v}");
+    let (status, v) = post(
+        format!("{}/v2/repository/models/mlp/load", s.http),
+        json!({"parameters": {"config": "{nope"}}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("invalid config"), "{v}");
+}
+
+#[tokio::test]
+async fn loading_an_unknown_model_fails_with_a_reason() {
+    let repo = repository();
+    let s = explicit(repo.path(), &[]);
+    let (status, v) = post(format!("{}/v2/repository/models/ghost/load", s.http), json!({})).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("ghost"), "{v}");
+}
+
+#[tokio::test]
+async fn a_failed_reload_leaves_the_serving_version_in_place() {
+    let repo = repository();
+    let s = explicit(repo.path(), &["simple"]);
+    std::fs::write(
+        repo.path().join("simple/1/model.onnx"),
+        b"corrupted during a bad rollout",
+    )
+    .unwrap();
+    let (status, v) = post(format!("{}/v2/repository/models/simple/load", s.http), json!({})).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("failed to load 'simple'"), "{v}");
+    assert_eq!(
+        post(format!("{}/v2/models/simple/infer", s.http), simple_body())
+            .await
+            .0,
+        200,
+        "the old version still serves"
+    );
+}
+
+#[tokio::test]
+async fn reloading_under_traffic_loses_no_request() {
+    let repo = repository();
+    let s = explicit(repo.path(), &["simple"]);
+    let url = format!("{}/v2/models/simple/infer", s.http);
+    let traffic = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        for _ in 0..300 {
+            statuses.push(post_json(&url, &simple_body()).await.0);
+        }
+        statuses
+    });
+    for _ in 0..5 {
+        let (status, body) = post(format!("{}/v2/repository/models/simple/load", s.http), json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let statuses = traffic.await.unwrap();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "every request during the reloads succeeded: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn model_control_needs_explicit_mode() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    let (status, v) = post(format!("{}/v2/repository/models/mlp/unload", s.http), json!({})).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("explicit"), "{v}");
+    assert_eq!(
+        post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(1)).await.0,
+        200,
+        "nothing was unloaded"
+    );
+}
+
+#[tokio::test]
+async fn the_repository_rpcs_work_over_grpc() {
+    let repo = repository();
+    let s = explicit(repo.path(), &[]);
+    let mut c = grpc(&s).await;
+    let index = c
+        .repository_index(RepositoryIndexRequest {
+            ready: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(index.models.len(), 2);
+    assert!(index.models.iter().all(|m| m.state == "UNAVAILABLE"));
+    let mut parameters = std::collections::HashMap::new();
+    let config = json!({"max_batch_size": 4, "platform": "onnxruntime_onnx"}).to_string();
+    parameters.insert(
+        "config".to_string(),
+        ModelRepositoryParameter {
+            parameter_choice: Some(ParameterChoice::StringParam(config)),
+        },
+    );
+    c.repository_model_load(RepositoryModelLoadRequest {
+        model_name: "mlp".into(),
+        parameters,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_, cfg) = get(&format!("{}/v2/models/mlp/config", s.http)).await;
+    assert_eq!(
+        cfg["max_batch_size"], 4,
+        "a config without inputs is completed from the model file"
+    );
+    assert_eq!(cfg["input"][0]["name"], "INPUT");
+    let ready = c
+        .repository_index(RepositoryIndexRequest {
+            ready: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ready
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.version.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("mlp", "1")]
+    );
+    c.repository_model_unload(RepositoryModelUnloadRequest {
+        model_name: "mlp".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = c
+        .repository_model_load(RepositoryModelLoadRequest {
+            model_name: "ghost".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
