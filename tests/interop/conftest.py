@@ -93,7 +93,7 @@ def _stop(process):
             process.wait(timeout=10)
 
 
-def _start_server(binary, log_path):
+def _start_server(binary, log_path, extra_args=()):
     http_port, grpc_port, metrics_port = _free_ports(3)
     log = open(log_path, "wb")
     env = dict(os.environ, NO_COLOR="1")
@@ -105,6 +105,7 @@ def _start_server(binary, log_path):
             "--http-port", str(http_port),
             "--grpc-port", str(grpc_port),
             "--metrics-port", str(metrics_port),
+            *extra_args,
         ],
         cwd=REPO_ROOT,
         stdout=log,
@@ -127,19 +128,18 @@ def _start_server(binary, log_path):
     )
 
 
-@pytest.fixture(scope="session")
-def inferd(tmp_path_factory):
-    """A running inferd server for the whole session."""
+def _serve(tmp_path_factory, name, extra_args=()):
+    """Starts inferd (retrying only if it exits before it is ready) and stops it afterwards."""
     binary = Path(os.environ.get("INFERD_BIN", DEFAULT_BIN))
     if not binary.is_file():
         pytest.fail(
             f"server binary not found at {binary}: run `cargo build --bin inferd` "
             "or set INFERD_BIN"
         )
-    log_dir = tmp_path_factory.mktemp("inferd")
+    log_dir = tmp_path_factory.mktemp(name)
     server = None
-    for attempt in range(3):  # retry only if the process exits before it is ready
-        server, last = _start_server(binary, log_dir / f"inferd-{attempt}.log")
+    for attempt in range(3):
+        server, last = _start_server(binary, log_dir / f"inferd-{attempt}.log", extra_args)
         if server is not None:
             break
     if server is None:
@@ -149,6 +149,22 @@ def inferd(tmp_path_factory):
         )
     yield server
     _stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def inferd(tmp_path_factory):
+    """A running inferd server for the whole session."""
+    yield from _serve(tmp_path_factory, "inferd")
+
+
+@pytest.fixture(scope="session")
+def inferd_explicit(tmp_path_factory):
+    """An inferd server in explicit model-control mode with only `simple` loaded at start."""
+    yield from _serve(
+        tmp_path_factory,
+        "inferd-explicit",
+        ("--model-control-mode", "explicit", "--load-model", "simple"),
+    )
 
 
 # ------------------------------------------------------------------ clients
