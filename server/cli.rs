@@ -26,8 +26,10 @@ pub enum Command {
 pub enum ModelControlMode {
     /// Load every model in the repository at start.
     None,
-    /// Load only the models named by --load-model at start.
+    /// Load only the models named by --load-model at start; then load and unload through the repository API.
     Explicit,
+    /// Load every model at start, then watch the repository and apply added, changed and removed models.
+    Poll,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -80,6 +82,9 @@ pub struct ServeArgs {
     /// Which models load at start: all (none), or only those named by --load-model (explicit).
     #[arg(long, env = "INFERD_MODEL_CONTROL_MODE", value_enum, default_value_t = ModelControlMode::None)]
     pub model_control_mode: ModelControlMode,
+    /// In poll mode, how often the repository is rescanned besides the filesystem watcher's prompt rescans.
+    #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15)]
+    pub repository_poll_secs: u64,
     /// A model to load at start in explicit mode. Repeat for several.
     #[arg(long = "load-model", env = "INFERD_LOAD_MODEL", value_delimiter = ',')]
     pub load_models: Vec<String>,

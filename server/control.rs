@@ -60,6 +60,11 @@ impl Core {
     /// failed load leaves a model that was serving serving as before.
     pub async fn load(self: &Arc<Self>, name: &str, config_json: Option<&str>) -> InferResult<()> {
         self.require_explicit()?;
+        self.apply_load(name, config_json).await
+    }
+
+    /// Loads or reloads a model whatever the control mode (the poll watcher's way in).
+    pub(crate) async fn apply_load(self: &Arc<Self>, name: &str, config_json: Option<&str>) -> InferResult<()> {
         let override_config: Option<ModelConfig> = config_json
             .map(|text| {
                 config::parse_json(text).map_err(|e| InferError::invalid(format!("invalid config for '{name}': {e}")))
@@ -99,6 +104,10 @@ impl Core {
     /// Stops routing to a model; requests already routed to it finish first.
     pub async fn unload(&self, name: &str) -> InferResult<()> {
         self.require_explicit()?;
+        self.apply_unload(name).await
+    }
+
+    pub(crate) async fn apply_unload(&self, name: &str) -> InferResult<()> {
         let _serial = self.control.lock().await;
         let mut table = (**self.table()).clone();
         if table.models.remove(name).is_none() {

@@ -21,3 +21,4 @@ pub mod server;
 pub mod stats;
 pub mod tensor;
 pub mod validate;
+pub mod watch;

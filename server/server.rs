@@ -62,6 +62,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         args.max_inflight_requests,
         args.model_control_mode == ModelControlMode::Explicit,
     ));
+    let poll_baseline =
+        (args.model_control_mode == ModelControlMode::Poll).then(|| crate::watch::snapshot(&args.model_repositories));
     let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
     core.load_repository(only).await.map_err(anyhow::Error::msg)?;
     if args.exit_on_error {
@@ -105,6 +107,20 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         metrics_addr = Some(listener.local_addr()?);
         let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
         tasks.spawn(serve_axum(listener, app, signal(&rx)));
+    }
+    if let Some(known) = poll_baseline {
+        let interval = std::time::Duration::from_secs(args.repository_poll_secs.max(1));
+        let watcher = crate::watch::watch(
+            core.clone(),
+            args.model_repositories.clone(),
+            interval,
+            known,
+            signal(&rx),
+        );
+        tasks.spawn(async move {
+            watcher.await;
+            Ok(())
+        });
     }
     Ok(RunningServer {
         core,

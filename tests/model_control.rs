@@ -265,3 +265,72 @@ async fn the_repository_rpcs_work_over_grpc() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
+
+/// Polls `check` every 100 ms until it holds, for at most 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn poll_mode_applies_added_changed_and_removed_models() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_model("simple", dir.path());
+    let s = spawn(args(&[
+        "--model-repository",
+        path(dir.path()),
+        "--model-control-mode",
+        "poll",
+        "--repository-poll-secs",
+        "1",
+    ]))
+    .unwrap();
+    let http = s.http.clone();
+
+    // Added: a new model folder is loaded.
+    copy_model("mlp", dir.path());
+    eventually("mlp is ready", || {
+        let url = format!("{http}/v2/models/mlp/ready");
+        async move { get(&url).await.0 == 200 }
+    })
+    .await;
+    assert_eq!(
+        post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(1)).await.0,
+        200
+    );
+
+    // Changed: a new version folder replaces version 1 (the default policy serves the latest one).
+    let v2 = dir.path().join("simple/2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(root().join("models/simple/1/model.onnx"), v2.join("model.onnx")).unwrap();
+    eventually("simple serves version 2", || {
+        let url = format!("{http}/v2/models/simple");
+        async move { get(&url).await.1["versions"] == json!(["2"]) }
+    })
+    .await;
+    let (status, v) = post(format!("{}/v2/models/simple/infer", s.http), simple_body()).await;
+    assert_eq!((status, v["model_version"].clone()), (200, json!("2")));
+
+    // A broken change leaves the serving version in place.
+    std::fs::write(v2.join("model.onnx"), b"half-copied").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (status, v) = post(format!("{}/v2/models/simple/infer", s.http), simple_body()).await;
+    assert_eq!((status, v["model_version"].clone()), (200, json!("2")), "{v}");
+
+    // Removed: the model is unloaded.
+    std::fs::remove_dir_all(dir.path().join("mlp")).unwrap();
+    eventually("mlp is gone", || {
+        let url = format!("{http}/v2/models/mlp/ready");
+        async move { get(&url).await.0 == 404 }
+    })
+    .await;
+    let (status, _) = post(format!("{}/v2/repository/models/mlp/load", s.http), json!({})).await;
+    assert_eq!(status, 400, "the load API belongs to explicit mode");
+}
