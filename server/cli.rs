@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Which models load at start: all (none), or only those named by --load-model (explicit).
     #[arg(long, env = "INFERD_MODEL_CONTROL_MODE", value_enum, default_value_t = ModelControlMode::None)]
     pub model_control_mode: ModelControlMode,
+    /// Bearer token that admin requests (repository load and unload) must carry. Without it they are open.
+    #[arg(long, env = "INFERD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// In poll mode, how often the repository is rescanned besides the filesystem watcher's prompt rescans.
     #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15)]
     pub repository_poll_secs: u64,

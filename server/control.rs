@@ -12,6 +12,26 @@ use crate::repository::{self, config};
 use crate::routing::{ModelEntry, ModelState};
 
 impl Core {
+    /// Admin requests (load, unload) need `Authorization: Bearer <token>` when `--admin-token` is set.
+    pub fn authorize_admin(&self, authorization: Option<&str>) -> InferResult<()> {
+        let Some(token) = &self.admin_token else { return Ok(()) };
+        let presented = authorization.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        // Compare every byte, so the time taken does not tell how much of a guess was right.
+        let same = presented.len() == token.len()
+            && presented
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(InferError::Unauthenticated(
+                "this admin request needs 'Authorization: Bearer <admin token>'".into(),
+            ))
+        }
+    }
+
     fn require_explicit(&self) -> InferResult<()> {
         if self.explicit_control {
             Ok(())

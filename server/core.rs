@@ -43,6 +43,8 @@ pub struct Core {
     pub(crate) explicit_control: bool,
     /// Serialises loads and unloads, so each swaps in a table built from the one before.
     pub(crate) control: tokio::sync::Mutex<()>,
+    /// Bearer token admin requests must carry (`--admin-token`); none leaves them open.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// Holds one place among the requests in flight.
@@ -85,6 +87,7 @@ impl Core {
             max_inflight,
             explicit_control,
             control: tokio::sync::Mutex::new(()),
+            admin_token: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl Core {
     /// Replaces the routing table; requests already routed keep the versions they hold until they finish.
     pub(crate) fn swap_table(&self, table: RoutingTable) {
         self.table.store(Arc::new(table));
+    }
+
+    pub fn with_admin_token(mut self, token: Option<String>) -> Self {
+        self.admin_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub(crate) fn repositories(&self) -> &[PathBuf] {

@@ -20,6 +20,9 @@ pub enum InferError {
     /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     Timeout(String),
+    /// An admin request without the right bearer token: 401 / UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The backend failed while running the model: 500 / INTERNAL.
     #[error("{0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl InferError {
             Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -47,6 +51,7 @@ impl InferError {
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::Internal(_) => tonic::Code::Internal,
         }
     }

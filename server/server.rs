@@ -54,14 +54,22 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort)];
-    let core = Arc::new(Core::new(
-        args.id.clone(),
-        args.model_repositories.clone(),
-        backends,
-        args.strict_readiness,
-        args.max_inflight_requests,
-        args.model_control_mode == ModelControlMode::Explicit,
-    ));
+    let core = Arc::new(
+        Core::new(
+            args.id.clone(),
+            args.model_repositories.clone(),
+            backends,
+            args.strict_readiness,
+            args.max_inflight_requests,
+            args.model_control_mode == ModelControlMode::Explicit,
+        )
+        .with_admin_token(args.admin_token.clone()),
+    );
+    if args.admin_token.is_none() && args.model_control_mode == ModelControlMode::Explicit {
+        tracing::warn!(
+            "admin endpoints (repository load/unload) are open: set --admin-token to require a bearer token"
+        );
+    }
     let poll_baseline =
         (args.model_control_mode == ModelControlMode::Poll).then(|| crate::watch::snapshot(&args.model_repositories));
     let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);

@@ -334,3 +334,51 @@ async fn poll_mode_applies_added_changed_and_removed_models() {
     let (status, _) = post(format!("{}/v2/repository/models/mlp/load", s.http), json!({})).await;
     assert_eq!(status, 400, "the load API belongs to explicit mode");
 }
+
+#[tokio::test]
+async fn admin_requests_need_the_bearer_token_when_one_is_set() {
+    let repo = repository();
+    let a = args(&[
+        "--model-repository",
+        path(repo.path()),
+        "--model-control-mode",
+        "explicit",
+        "--admin-token",
+        "s3cret",
+    ]);
+    let s = spawn(a).unwrap();
+    let load = |token: Option<&'static str>| {
+        let url = format!("{}/v2/repository/models/mlp/load", s.http);
+        async move {
+            let mut req = http().post(url).json(&json!({}));
+            if let Some(t) = token {
+                req = req.header("Authorization", t);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(load(None).await, 401);
+    assert_eq!(load(Some("Bearer wrong")).await, 401);
+    assert_eq!(load(Some("Bearer s3cret")).await, 200);
+    // Reading the index and serving requests need no token.
+    assert_eq!(post(format!("{}/v2/repository/index", s.http), json!({})).await.0, 200);
+    assert_eq!(
+        post(format!("{}/v2/models/mlp/infer", s.http), mlp_body(1)).await.0,
+        200
+    );
+
+    let mut c = grpc(&s).await;
+    let unload = || RepositoryModelUnloadRequest {
+        model_name: "mlp".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.repository_model_unload(unload()).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut req = tonic::Request::new(unload());
+    req.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    c.repository_model_unload(req).await.unwrap();
+    assert_eq!(get(&format!("{}/v2/models/mlp/ready", s.http)).await.0, 404);
+}

@@ -25,6 +25,11 @@ pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcInferenceServic
         .max_encoding_message_size(max_message_bytes)
 }
 
+/// The `authorization` metadata of a call, for admin RPCs.
+fn bearer<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata().get("authorization").and_then(|v| v.to_str().ok())
+}
+
 fn version(v: &str) -> Option<&str> {
     Some(v).filter(|v| !v.is_empty())
 }
@@ -144,6 +149,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        self.core.authorize_admin(bearer(&req))?;
         let r = req.into_inner();
         let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
             None => None,
@@ -158,6 +164,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        self.core.authorize_admin(bearer(&req))?;
         self.core.unload(&req.into_inner().model_name).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }

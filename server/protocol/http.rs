@@ -165,11 +165,17 @@ async fn repository_index(State(core): State<Arc<Core>>, body: Bytes) -> InferRe
     Ok(Json(serde_json::Value::Array(entries)))
 }
 
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
 async fn repository_load(
     State(core): State<Arc<Core>>,
     Path(p): Path<ModelPath>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> InferResult<StatusCode> {
+    core.authorize_admin(authorization(&headers))?;
     let body = body_json(&body)?;
     let config = match body.pointer("/parameters/config") {
         None => None,
@@ -182,7 +188,12 @@ async fn repository_load(
     Ok(StatusCode::OK)
 }
 
-async fn repository_unload(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<StatusCode> {
+async fn repository_unload(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+) -> InferResult<StatusCode> {
+    core.authorize_admin(authorization(&headers))?;
     core.unload(&p.model).await?;
     Ok(StatusCode::OK)
 }
