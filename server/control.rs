@@ -10,6 +10,7 @@ use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::ModelConfig;
 use crate::repository::{self, config};
 use crate::routing::{ModelEntry, ModelState};
+use crate::traffic::TrafficPolicy;
 
 impl Core {
     /// Admin requests (load, unload) need `Authorization: Bearer <token>` when `--admin-token` is set.
@@ -137,6 +138,28 @@ impl Core {
         }
         self.swap_table(table);
         tracing::info!(model = %name, "unloaded model '{name}'");
+        Ok(())
+    }
+
+    /// The traffic policy a model serves under.
+    pub fn traffic(&self, name: &str) -> InferResult<TrafficPolicy> {
+        Ok((*self.table().entry(name)?.traffic).clone())
+    }
+
+    /// Replaces a model's labels and weighted split at run time; takes effect for the next request.
+    pub async fn set_traffic(&self, name: &str, policy: TrafficPolicy) -> InferResult<()> {
+        let _serial = self.control.lock().await;
+        let mut table = (**self.table()).clone();
+        let entry = table
+            .models
+            .get_mut(name)
+            .ok_or_else(|| InferError::NotFound(format!("Request for unknown model: '{name}' is not found")))?;
+        policy
+            .check(|v| entry.versions.contains_key(&v))
+            .map_err(InferError::InvalidArgument)?;
+        tracing::info!(model = %name, labels = ?policy.labels, weights = ?policy.weights, "traffic policy changed");
+        entry.traffic = Arc::new(policy);
+        self.swap_table(table);
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use crate::repository::{self, ModelSource};
 use crate::request::{InferRequest, InferResponse, ParamValue};
 use crate::routing::{ModelEntry, ModelState, RoutingTable};
 use crate::scheduler::{Job, JobState, TimeoutAction};
+use crate::traffic::TrafficPolicy;
 use crate::validate::validate;
 
 /// The protocol extensions this server implements, as `GET /v2` lists them.
@@ -182,7 +183,11 @@ impl Core {
 
     pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
         let received = Instant::now();
-        let version = self.table.load().resolve(&req.model, req.version.as_deref())?.clone();
+        let version = self
+            .table
+            .load()
+            .route(&req.model, req.version.as_deref(), req.routing_key())?
+            .clone();
         let result = match self.admit() {
             Ok(_admitted) => self.run(&version, req, received).await,
             Err(e) => Err(e),
@@ -357,24 +362,27 @@ impl Core {
 
 /// The routing entry for a model that loaded (logged per version) or failed (logged with its reason).
 pub(crate) fn entry_from(name: &str, result: Result<BTreeMap<i64, Arc<LoadedVersion>>, String>) -> ModelEntry {
+    let result = result.and_then(|versions| {
+        let config = versions.values().next().map(|v| v.config.clone()).unwrap_or_default();
+        let traffic = TrafficPolicy::from_config(&config)?;
+        traffic.check(|v| versions.contains_key(&v))?;
+        Ok((versions, traffic))
+    });
     match result {
-        Ok(versions) => {
+        Ok((versions, traffic)) => {
             for v in versions.values() {
                 tracing::info!(model = %name, version = v.version, "loaded model '{name}' version {} ({}, max_batch_size {})", v.version, v.config.backend, v.spec.max_batch_size);
             }
-            ModelEntry {
-                name: name.to_string(),
-                versions,
-                state: ModelState::Ready,
-            }
+            ModelEntry::new(name, versions, ModelState::Ready, traffic)
         }
         Err(reason) => {
             tracing::error!(model = %name, "failed to load model '{name}': {reason}");
-            ModelEntry {
-                name: name.to_string(),
-                versions: BTreeMap::new(),
-                state: ModelState::Unavailable(reason),
-            }
+            ModelEntry::new(
+                name,
+                BTreeMap::new(),
+                ModelState::Unavailable(reason),
+                TrafficPolicy::default(),
+            )
         }
     }
 }

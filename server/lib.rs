@@ -20,5 +20,6 @@ pub mod scheduler;
 pub mod server;
 pub mod stats;
 pub mod tensor;
+pub mod traffic;
 pub mod validate;
 pub mod watch;

@@ -1,6 +1,9 @@
 //! The transport-free request and response both front-ends decode into and encode from.
 use crate::tensor::Tensor;
 
+/// The header (REST) and metadata key (gRPC) of a request's routing key.
+pub const ROUTING_KEY: &str = "inferd-routing-key";
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamValue {
     Bool(bool),
@@ -20,11 +23,22 @@ pub struct InferRequest {
     /// Requested output names; empty means every output.
     pub outputs: Vec<String>,
     pub parameters: Vec<(String, ParamValue)>,
+    /// Keeps a caller on one version of a weighted split (header or metadata `inferd-routing-key`, or the
+    /// request parameter `routing_key`).
+    pub routing_key: Option<String>,
 }
 
 impl InferRequest {
     pub fn parameter(&self, name: &str) -> Option<&ParamValue> {
         self.parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The transport's routing key, else the `routing_key` request parameter.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.routing_key.as_deref().or(match self.parameter("routing_key") {
+            Some(ParamValue::String(s)) => Some(s.as_str()),
+            _ => None,
+        })
     }
 }
 

@@ -1,10 +1,12 @@
 //! The routing table: which loaded version serves a request. It is swapped whole (arc-swap), so a request
 //! reads one consistent snapshot without locks while models load and unload.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{InferError, InferResult};
 use crate::model::LoadedVersion;
+use crate::traffic::{spread, TrafficPolicy};
 
 #[derive(Clone)]
 pub enum ModelState {
@@ -18,6 +20,26 @@ pub struct ModelEntry {
     pub name: String,
     pub versions: BTreeMap<i64, Arc<LoadedVersion>>,
     pub state: ModelState,
+    pub traffic: Arc<TrafficPolicy>,
+    /// Requests routed by weight so far: the draw for the next one.
+    pub draws: Arc<AtomicU64>,
+}
+
+impl ModelEntry {
+    pub fn new(
+        name: &str,
+        versions: BTreeMap<i64, Arc<LoadedVersion>>,
+        state: ModelState,
+        traffic: TrafficPolicy,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            versions,
+            state,
+            traffic: Arc::new(traffic),
+            draws: Arc::default(),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -32,21 +54,46 @@ impl RoutingTable {
             .ok_or_else(|| InferError::NotFound(format!("Request for unknown model: '{model}' is not found")))
     }
 
-    /// The version a request names, or the newest loaded one.
+    /// The version a request names (a number or a label), or the newest loaded one.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> InferResult<&Arc<LoadedVersion>> {
+        self.route(model, version, None)
+    }
+
+    /// As `resolve`, but a request that names no version follows the model's weighted split (sticky by
+    /// `routing_key` when it has one).
+    pub fn route(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        routing_key: Option<&str>,
+    ) -> InferResult<&Arc<LoadedVersion>> {
         let entry = self.entry(model)?;
         let unknown_version =
             |v: &str| InferError::NotFound(format!("Request for unknown model: '{model}' version {v} is not found"));
         match version.filter(|v| !v.is_empty()) {
             Some(v) => {
-                let n: i64 = v.parse().map_err(|_| unknown_version(v))?;
+                let n: i64 = match v.parse() {
+                    Ok(n) => n,
+                    Err(_) => *entry.traffic.labels.get(v).ok_or_else(|| unknown_version(v))?,
+                };
                 match entry.versions.get(&n) {
                     Some(lv) => Ok(lv),
                     None if matches!(entry.state, ModelState::Unavailable(_)) => Err(unavailable(entry)),
                     None => Err(unknown_version(v)),
                 }
             }
-            None => entry.versions.values().next_back().ok_or_else(|| unavailable(entry)),
+            None => {
+                let draw = || spread(entry.draws.fetch_add(1, Ordering::Relaxed));
+                let picked = match routing_key {
+                    Some(_) => entry.traffic.pick(routing_key, 0),
+                    None if entry.traffic.weights.is_empty() => None,
+                    None => entry.traffic.pick(None, draw()),
+                };
+                picked
+                    .and_then(|v| entry.versions.get(&v))
+                    .or_else(|| entry.versions.values().next_back())
+                    .ok_or_else(|| unavailable(entry))
+            }
         }
     }
 

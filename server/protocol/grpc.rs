@@ -14,6 +14,7 @@ use crate::core::Core;
 use crate::error::InferError;
 use crate::proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use crate::proto::*;
+use crate::request::ROUTING_KEY;
 
 pub struct GrpcService {
     core: Arc<Core>,
@@ -23,6 +24,14 @@ pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcInferenceServic
     GrpcInferenceServiceServer::new(GrpcService { core })
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes)
+}
+
+/// The routing key a call carries in its metadata, if any.
+fn routing_key<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(ROUTING_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// The `authorization` metadata of a call, for admin RPCs.
@@ -76,7 +85,9 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let request = decode_request(req.into_inner())?;
+        let routing_key = routing_key(&req);
+        let mut request = decode_request(req.into_inner())?;
+        request.routing_key = routing_key;
         let response = self.core.infer(request).await?;
         Ok(Response::new(encode_response(response)))
     }
@@ -89,17 +100,21 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<StreamResponses>, Status> {
+        let key = routing_key(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let core = self.core.clone();
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
                 let Ok(request) = next else { break };
-                let (core, tx) = (core.clone(), tx.clone());
+                let (core, tx, key) = (core.clone(), tx.clone(), key.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
                     let result = match decode_request(request) {
-                        Ok(r) => core.infer(r).await,
+                        Ok(mut r) => {
+                            r.routing_key = key;
+                            core.infer(r).await
+                        }
                         Err(e) => Err(e),
                     };
                     let message = match result {

@@ -115,6 +115,7 @@ pub fn decode_request(req: ModelInferRequest) -> InferResult<InferRequest> {
         inputs,
         outputs: req.outputs.into_iter().map(|o| o.name).collect(),
         parameters: parameters(req.parameters),
+        routing_key: None,
     })
 }
 

@@ -13,6 +13,8 @@ use super::binary::{decode_request, encode_response, HEADER_LENGTH};
 use crate::core::Core;
 use crate::error::{InferError, InferResult};
 use crate::repository::config::to_json;
+use crate::request::ROUTING_KEY;
+use crate::traffic::TrafficPolicy;
 
 #[derive(Deserialize)]
 struct ModelPath {
@@ -36,6 +38,7 @@ pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(model_stats))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route("/v2/models/{model}/traffic", get(get_traffic).put(put_traffic))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route("/v2/repository/models/{model}/unload", post(repository_unload))
@@ -115,6 +118,10 @@ async fn infer(
     let mut decoded = decode_request(&body, header_length)?;
     decoded.request.model = p.model;
     decoded.request.version = p.version;
+    decoded.request.routing_key = headers
+        .get(ROUTING_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let response = core.infer(decoded.request).await?;
     let (body, json_len) = encode_response(&response, &decoded.binary, decoded.binary_default);
     let mut resp = body.into_response();
@@ -195,5 +202,22 @@ async fn repository_unload(
 ) -> InferResult<StatusCode> {
     core.authorize_admin(authorization(&headers))?;
     core.unload(&p.model).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn get_traffic(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<TrafficPolicy>> {
+    Ok(Json(core.traffic(&p.model)?))
+}
+
+async fn put_traffic(
+    State(core): State<Arc<Core>>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> InferResult<StatusCode> {
+    core.authorize_admin(authorization(&headers))?;
+    let policy: TrafficPolicy =
+        serde_json::from_slice(&body).map_err(|e| InferError::invalid(format!("invalid traffic policy: {e}")))?;
+    core.set_traffic(&p.model, policy).await?;
     Ok(StatusCode::OK)
 }

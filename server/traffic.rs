@@ -1,0 +1,126 @@
+//! A model's traffic policy: version labels (`stable`, `canary`) that clients may name instead of a number,
+//! and a weighted split across versions for requests that name none. A request carrying a routing key
+//! always lands on the same version for a given policy (sticky A/B arms); one without is spread by weight.
+//!
+//! Set in the model's config.pbtxt through `parameters` (so Triton's ModelConfig stays as it is):
+//! `label.<name>` = version and `weight.<version>` = share, e.g. `weight.1: "90"`, `weight.2: "10"`; and
+//! changed at run time through `PUT /v2/models/{m}/traffic`.
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::ModelConfig;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficPolicy {
+    /// Label -> version.
+    #[serde(default)]
+    pub labels: BTreeMap<String, i64>,
+    /// Version -> share of the requests that name no version (any positive integers; they need not sum to 100).
+    #[serde(default)]
+    pub weights: BTreeMap<i64, u32>,
+}
+
+impl TrafficPolicy {
+    pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
+        let mut policy = Self::default();
+        for (key, param) in &cfg.parameters {
+            let value = param.string_value.trim();
+            if let Some(label) = key.strip_prefix("label.") {
+                let v = value
+                    .parse()
+                    .map_err(|_| format!("parameter {key} must name a version number, got '{value}'"))?;
+                policy.labels.insert(label.to_string(), v);
+            } else if let Some(version) = key.strip_prefix("weight.") {
+                let v = version
+                    .parse()
+                    .map_err(|_| format!("parameter {key} must end in a version number"))?;
+                let w = value
+                    .parse()
+                    .map_err(|_| format!("parameter {key} must be a non-negative integer, got '{value}'"))?;
+                policy.weights.insert(v, w);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Every version the policy refers to must be loaded.
+    pub fn check(&self, loaded: impl Fn(i64) -> bool) -> Result<(), String> {
+        let named = self.labels.values().chain(self.weights.keys());
+        match named.copied().find(|v| !loaded(*v)) {
+            Some(v) => Err(format!("the traffic policy names version {v}, which is not loaded")),
+            None => Ok(()),
+        }
+    }
+
+    /// The version for a request that names none: by its routing key if it has one, else by `draw` (any
+    /// well-spread number). `None` when the policy sets no weights.
+    pub fn pick(&self, routing_key: Option<&str>, draw: u64) -> Option<i64> {
+        let total: u64 = self.weights.values().map(|&w| u64::from(w)).sum();
+        if total == 0 {
+            return None;
+        }
+        let point = match routing_key {
+            Some(key) => {
+                let mut h = DefaultHasher::new();
+                key.hash(&mut h);
+                h.finish()
+            }
+            None => draw,
+        } % total;
+        let mut acc = 0;
+        self.weights
+            .iter()
+            .find(|(_, &w)| {
+                acc += u64::from(w);
+                point < acc
+            })
+            .map(|(&v, _)| v)
+    }
+}
+
+/// Spreads a counter over the u64 range (splitmix64), so consecutive requests draw independent points.
+pub fn spread(counter: u64) -> u64 {
+    let mut z = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::config::parse_pbtxt;
+
+    #[test]
+    fn reads_labels_and_weights_from_config_parameters() {
+        let cfg = parse_pbtxt(
+            r#"parameters { key: "label.stable" value { string_value: "1" } }
+               parameters { key: "label.canary" value { string_value: "2" } }
+               parameters { key: "weight.1" value { string_value: "90" } }
+               parameters { key: "weight.2" value { string_value: "10" } }
+               parameters { key: "intra_op_thread_count" value { string_value: "1" } }"#,
+        )
+        .unwrap();
+        let p = TrafficPolicy::from_config(&cfg).unwrap();
+        assert_eq!(p.labels["canary"], 2);
+        assert_eq!(p.weights[&1], 90);
+        assert!(p.check(|v| v == 1).is_err());
+        assert!(p.check(|v| v == 1 || v == 2).is_ok());
+    }
+
+    #[test]
+    fn a_split_follows_its_weights_and_a_routing_key_sticks() {
+        let p = TrafficPolicy {
+            weights: BTreeMap::from([(1, 90), (2, 10)]),
+            ..Default::default()
+        };
+        let canary = (0..10_000).filter(|&i| p.pick(None, spread(i)) == Some(2)).count();
+        assert!((800..1200).contains(&canary), "about 10% to the canary, got {canary}");
+        let arm = p.pick(Some("user-42"), 0);
+        assert!((0..100).all(|i| p.pick(Some("user-42"), spread(i)) == arm));
+        assert_eq!(TrafficPolicy::default().pick(None, 5), None);
+    }
+}

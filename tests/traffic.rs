@@ -1,0 +1,166 @@
+//! Traffic policies through a real server: version labels in place of numbers, a weighted split for
+//! requests that name no version, sticky routing keys, and changing the policy at run time.
+mod common;
+
+use common::*;
+use inferd::proto::model_infer_request::InferInputTensor;
+use inferd::proto::ModelInferRequest;
+use serde_json::{json, Value};
+
+/// `ab`: two versions of `simple`, labelled stable (1) and canary (2), split 90/10.
+fn repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("ab");
+    let cfg = std::fs::read_to_string(root().join("models/simple/config.pbtxt"))
+        .unwrap()
+        .replace("name: \"simple\"", "name: \"ab\"");
+    let traffic = r#"
+version_policy: { all: {} }
+parameters { key: "label.stable" value { string_value: "1" } }
+parameters { key: "label.canary" value { string_value: "2" } }
+parameters { key: "weight.1" value { string_value: "90" } }
+parameters { key: "weight.2" value { string_value: "10" } }
+"#;
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("config.pbtxt"), format!("{cfg}{traffic}")).unwrap();
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(m.join(v)).unwrap();
+        std::fs::copy(root().join("models/simple/1/model.onnx"), m.join(v).join("model.onnx")).unwrap();
+    }
+    dir
+}
+
+fn body(params: Value) -> Value {
+    let (a, b) = simple_inputs(1);
+    json!({"inputs": [
+        {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": a},
+        {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": b},
+    ], "parameters": params})
+}
+
+async fn served_by(s: &TestServer, path: &str, key: Option<&str>, params: Value) -> String {
+    let mut req = http().post(format!("{}{path}", s.http)).json(&body(params));
+    if let Some(k) = key {
+        req = req.header("inferd-routing-key", k);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: Value = resp.json().await.unwrap();
+    v["model_version"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn labels_address_versions_and_the_split_follows_the_weights() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    assert_eq!(
+        served_by(&s, "/v2/models/ab/versions/canary/infer", None, json!({})).await,
+        "2"
+    );
+    assert_eq!(
+        served_by(&s, "/v2/models/ab/versions/stable/infer", None, json!({})).await,
+        "1"
+    );
+    assert_eq!(
+        get(&format!("{}/v2/models/ab/versions/canary/ready", s.http)).await.0,
+        200
+    );
+    let (status, v) = post_json(
+        &format!("{}/v2/models/ab/versions/beta/infer", s.http),
+        &body(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+
+    let mut canary = 0;
+    for _ in 0..400 {
+        if served_by(&s, "/v2/models/ab/infer", None, json!({})).await == "2" {
+            canary += 1;
+        }
+    }
+    assert!(
+        (15..=80).contains(&canary),
+        "about 10% of 400 went to the canary: {canary}"
+    );
+}
+
+#[tokio::test]
+async fn a_routing_key_keeps_a_caller_on_one_version() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    for user in ["alice", "bob", "carol", "dave"] {
+        let first = served_by(&s, "/v2/models/ab/infer", Some(user), json!({})).await;
+        for _ in 0..10 {
+            assert_eq!(
+                served_by(&s, "/v2/models/ab/infer", Some(user), json!({})).await,
+                first,
+                "{user} stays in one arm"
+            );
+            assert_eq!(
+                served_by(&s, "/v2/models/ab/infer", None, json!({"routing_key": user})).await,
+                first
+            );
+        }
+        let mut c = grpc(&s).await;
+        let (a, b) = simple_inputs(1);
+        let input = |n: &str| InferInputTensor {
+            name: n.into(),
+            datatype: "INT32".into(),
+            shape: vec![1, 16],
+            ..Default::default()
+        };
+        let mut req = tonic::Request::new(ModelInferRequest {
+            model_name: "ab".into(),
+            inputs: vec![input("INPUT0"), input("INPUT1")],
+            raw_input_contents: vec![i32_bytes(&a).into(), i32_bytes(&b).into()],
+            ..Default::default()
+        });
+        req.metadata_mut().insert("inferd-routing-key", user.parse().unwrap());
+        assert_eq!(
+            c.model_infer(req).await.unwrap().into_inner().model_version,
+            first,
+            "the same arm over gRPC"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_policy_changes_at_run_time() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    let url = format!("{}/v2/models/ab/traffic", s.http);
+    let (_, policy) = get(&url).await;
+    assert_eq!(
+        policy,
+        json!({"labels": {"canary": 2, "stable": 1}, "weights": {"1": 90, "2": 10}})
+    );
+    let status = http()
+        .put(&url)
+        .json(&json!({"labels": {"stable": 2}, "weights": {"2": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&s, "/v2/models/ab/infer", None, json!({})).await,
+            "2",
+            "all traffic moved to version 2"
+        );
+    }
+    assert_eq!(
+        served_by(&s, "/v2/models/ab/versions/stable/infer", None, json!({})).await,
+        "2"
+    );
+    let bad = http()
+        .put(&url)
+        .json(&json!({"weights": {"9": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.unwrap().contains("version 9"));
+    let bad = http().put(&url).json(&json!({"weigths": {}})).send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400, "unknown fields are refused");
+}
