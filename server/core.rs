@@ -183,13 +183,32 @@ impl Core {
 
     pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
         let received = Instant::now();
-        let version = self
-            .table
-            .load()
+        let table = self.table.load();
+        let version = table
             .route(&req.model, req.version.as_deref(), req.routing_key())?
             .clone();
+        if let Some(shadow) = table.shadow(&req.model, version.version) {
+            let copy = InferRequest {
+                id: req.id.clone(),
+                model: req.model.clone(),
+                version: None,
+                inputs: req.inputs.clone(),
+                outputs: req.outputs.clone(),
+                parameters: req.parameters.clone(),
+                routing_key: None,
+            };
+            // The copy runs on its own task: the caller neither waits for it nor sees its answer.
+            tokio::spawn(async move {
+                let started = Instant::now();
+                match run(&shadow, copy, started).await {
+                    Ok(_) => shadow.stats.success.add(started.elapsed()),
+                    Err(e) => shadow.stats.record_failure(e.fail_reason(), started.elapsed()),
+                }
+            });
+        }
+        drop(table);
         let result = match self.admit() {
-            Ok(_admitted) => self.run(&version, req, received).await,
+            Ok(_admitted) => run(&version, req, received).await,
             Err(e) => Err(e),
         };
         match &result {
@@ -209,89 +228,6 @@ impl Core {
             )));
         }
         Ok(admitted)
-    }
-
-    async fn run(&self, version: &LoadedVersion, req: InferRequest, received: Instant) -> InferResult<InferResponse> {
-        let spec = &version.spec;
-        let wanted: Vec<usize> = req
-            .outputs
-            .iter()
-            .map(|name| {
-                spec.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
-                    InferError::invalid(format!(
-                        "unexpected inference output '{name}' for model '{}'",
-                        spec.name
-                    ))
-                })
-            })
-            .collect::<InferResult<_>>()?;
-        // Triton's request parameters: `priority` (1 is highest; 0 or absent means the model's default) and
-        // `timeout` in microseconds, where the model's queue policy allows overriding its default.
-        let policy = version.scheduler.policy();
-        let level = match unsigned(&req, "priority")? {
-            None | Some(0) => policy.default_priority,
-            Some(p) if (p as usize) <= policy.levels.len() => p as usize,
-            Some(p) => {
-                return Err(InferError::invalid(format!(
-                    "priority {p} is out of range for model '{}' (1 to {})",
-                    spec.name,
-                    policy.levels.len()
-                )))
-            }
-        } - 1;
-        let queue_policy = &policy.levels[level];
-        let timeout = match unsigned(&req, "timeout")? {
-            Some(us) if queue_policy.allow_timeout_override => Some(std::time::Duration::from_micros(us)),
-            _ => queue_policy.default_timeout,
-        }
-        .filter(|t| !t.is_zero());
-        let deadline = timeout.map(|t| received + t);
-        let state = deadline.map(|_| Arc::new(JobState::default()));
-        let validated = validate(spec, req.inputs)?;
-        let (reply, mut rx) = oneshot::channel();
-        let job = Job {
-            inputs: validated.inputs,
-            rows: validated.batch,
-            enqueued: received,
-            reply,
-            level,
-            deadline,
-            state: state.clone(),
-            seq: 0,
-        };
-        version.scheduler.submit(job)?;
-        let dropped = || InferError::Internal(format!("model '{}' dropped the request", spec.name));
-        let result = match (deadline, state) {
-            // The timeout fires while the request waits, whatever the instances are doing; once an instance has
-            // taken the request it runs to the end.
-            (Some(deadline), Some(state)) if queue_policy.timeout_action == TimeoutAction::Reject => {
-                tokio::select! {
-                    r = &mut rx => r.map_err(|_| dropped())?,
-                    _ = tokio::time::sleep_until(deadline.into()) => {
-                        if state.time_out() {
-                            return Err(InferError::Timeout(format!(
-                                "request for model '{}' timed out after {} us waiting in the queue",
-                                spec.name,
-                                timeout.unwrap_or_default().as_micros()
-                            )));
-                        }
-                        rx.await.map_err(|_| dropped())?
-                    }
-                }
-            }
-            _ => rx.await.map_err(|_| dropped())?,
-        };
-        let mut outputs = result?;
-        if !wanted.is_empty() {
-            let mut all: Vec<Option<_>> = outputs.into_iter().map(Some).collect();
-            outputs = wanted.iter().filter_map(|&i| all[i].take()).collect();
-        }
-        Ok(InferResponse {
-            id: req.id,
-            model_name: spec.name.clone(),
-            model_version: version.version_label.clone(),
-            outputs,
-        })
     }
 
     pub fn server_metadata(&self) -> proto::ServerMetadataResponse {
@@ -385,4 +321,88 @@ pub(crate) fn entry_from(name: &str, result: Result<BTreeMap<i64, Arc<LoadedVers
             )
         }
     }
+}
+
+/// Validates a request against one version, queues it and waits for its rows.
+async fn run(version: &LoadedVersion, req: InferRequest, received: Instant) -> InferResult<InferResponse> {
+    let spec = &version.spec;
+    let wanted: Vec<usize> = req
+        .outputs
+        .iter()
+        .map(|name| {
+            spec.outputs.iter().position(|o| &o.name == name).ok_or_else(|| {
+                InferError::invalid(format!(
+                    "unexpected inference output '{name}' for model '{}'",
+                    spec.name
+                ))
+            })
+        })
+        .collect::<InferResult<_>>()?;
+    // Triton's request parameters: `priority` (1 is highest; 0 or absent means the model's default) and
+    // `timeout` in microseconds, where the model's queue policy allows overriding its default.
+    let policy = version.scheduler.policy();
+    let level = match unsigned(&req, "priority")? {
+        None | Some(0) => policy.default_priority,
+        Some(p) if (p as usize) <= policy.levels.len() => p as usize,
+        Some(p) => {
+            return Err(InferError::invalid(format!(
+                "priority {p} is out of range for model '{}' (1 to {})",
+                spec.name,
+                policy.levels.len()
+            )))
+        }
+    } - 1;
+    let queue_policy = &policy.levels[level];
+    let timeout = match unsigned(&req, "timeout")? {
+        Some(us) if queue_policy.allow_timeout_override => Some(std::time::Duration::from_micros(us)),
+        _ => queue_policy.default_timeout,
+    }
+    .filter(|t| !t.is_zero());
+    let deadline = timeout.map(|t| received + t);
+    let state = deadline.map(|_| Arc::new(JobState::default()));
+    let validated = validate(spec, req.inputs)?;
+    let (reply, mut rx) = oneshot::channel();
+    let job = Job {
+        inputs: validated.inputs,
+        rows: validated.batch,
+        enqueued: received,
+        reply,
+        level,
+        deadline,
+        state: state.clone(),
+        seq: 0,
+    };
+    version.scheduler.submit(job)?;
+    let dropped = || InferError::Internal(format!("model '{}' dropped the request", spec.name));
+    let result = match (deadline, state) {
+        // The timeout fires while the request waits, whatever the instances are doing; once an instance has
+        // taken the request it runs to the end.
+        (Some(deadline), Some(state)) if queue_policy.timeout_action == TimeoutAction::Reject => {
+            tokio::select! {
+                r = &mut rx => r.map_err(|_| dropped())?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if state.time_out() {
+                        return Err(InferError::Timeout(format!(
+                            "request for model '{}' timed out after {} us waiting in the queue",
+                            spec.name,
+                            timeout.unwrap_or_default().as_micros()
+                        )));
+                    }
+                    rx.await.map_err(|_| dropped())?
+                }
+            }
+        }
+        _ => rx.await.map_err(|_| dropped())?,
+    };
+    let mut outputs = result?;
+    if !wanted.is_empty() {
+        let mut all: Vec<Option<_>> = outputs.into_iter().map(Some).collect();
+        outputs = wanted.iter().filter_map(|&i| all[i].take()).collect();
+    }
+    Ok(InferResponse {
+        id: req.id,
+        model_name: spec.name.clone(),
+        model_version: version.version_label.clone(),
+        outputs,
+    })
 }

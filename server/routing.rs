@@ -97,6 +97,17 @@ impl RoutingTable {
         }
     }
 
+    /// The version that should receive a shadow copy of a request served by `served`, if any.
+    pub fn shadow(&self, model: &str, served: i64) -> Option<Arc<LoadedVersion>> {
+        let entry = self.models.get(model)?;
+        entry.traffic.shadow.as_ref()?;
+        let draw = spread(entry.draws.fetch_add(1, Ordering::Relaxed));
+        entry
+            .traffic
+            .shadow_for(served, draw)
+            .and_then(|v| entry.versions.get(&v).cloned())
+    }
+
     pub fn all_ready(&self) -> bool {
         self.models.values().all(|e| matches!(e.state, ModelState::Ready))
     }

@@ -21,6 +21,18 @@ pub struct TrafficPolicy {
     /// Version -> share of the requests that name no version (any positive integers; they need not sum to 100).
     #[serde(default)]
     pub weights: BTreeMap<i64, u32>,
+    /// A version that also receives a copy of a fraction of the requests; its answers are discarded (but
+    /// measured in its statistics and metrics), and the caller never waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shadow {
+    pub version: i64,
+    /// Share of requests copied, 0 to 1.
+    pub fraction: f64,
 }
 
 impl TrafficPolicy {
@@ -33,6 +45,28 @@ impl TrafficPolicy {
                     .parse()
                     .map_err(|_| format!("parameter {key} must name a version number, got '{value}'"))?;
                 policy.labels.insert(label.to_string(), v);
+            } else if key == "shadow.version" {
+                let v = value
+                    .parse()
+                    .map_err(|_| format!("parameter {key} must be a version number, got '{value}'"))?;
+                policy
+                    .shadow
+                    .get_or_insert(Shadow {
+                        version: v,
+                        fraction: 0.0,
+                    })
+                    .version = v;
+            } else if key == "shadow.fraction" {
+                let f = value
+                    .parse()
+                    .map_err(|_| format!("parameter {key} must be a number from 0 to 1, got '{value}'"))?;
+                policy
+                    .shadow
+                    .get_or_insert(Shadow {
+                        version: -1,
+                        fraction: f,
+                    })
+                    .fraction = f;
             } else if let Some(version) = key.strip_prefix("weight.") {
                 let v = version
                     .parse()
@@ -48,7 +82,16 @@ impl TrafficPolicy {
 
     /// Every version the policy refers to must be loaded.
     pub fn check(&self, loaded: impl Fn(i64) -> bool) -> Result<(), String> {
-        let named = self.labels.values().chain(self.weights.keys());
+        if let Some(sh) = &self.shadow {
+            if !(0.0..=1.0).contains(&sh.fraction) {
+                return Err(format!("the shadow fraction must be from 0 to 1, got {}", sh.fraction));
+            }
+        }
+        let named = self
+            .labels
+            .values()
+            .chain(self.weights.keys())
+            .chain(self.shadow.as_ref().map(|s| &s.version));
         match named.copied().find(|v| !loaded(*v)) {
             Some(v) => Err(format!("the traffic policy names version {v}, which is not loaded")),
             None => Ok(()),
@@ -78,6 +121,15 @@ impl TrafficPolicy {
                 point < acc
             })
             .map(|(&v, _)| v)
+    }
+}
+
+impl TrafficPolicy {
+    /// The shadow version to copy this request to, if the draw falls within the shadow's fraction.
+    pub fn shadow_for(&self, served: i64, draw: u64) -> Option<i64> {
+        let sh = self.shadow.as_ref()?;
+        let point = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        (sh.version != served && point < sh.fraction).then_some(sh.version)
     }
 }
 

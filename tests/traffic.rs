@@ -164,3 +164,42 @@ async fn the_policy_changes_at_run_time() {
     let bad = http().put(&url).json(&json!({"weigths": {}})).send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400, "unknown fields are refused");
 }
+
+#[tokio::test]
+async fn shadow_traffic_is_measured_but_never_answers_the_caller() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    let url = format!("{}/v2/models/ab/traffic", s.http);
+    let policy = json!({"weights": {"1": 1}, "shadow": {"version": 2, "fraction": 1.0}});
+    assert_eq!(
+        http().put(&url).json(&policy).send().await.unwrap().status().as_u16(),
+        200
+    );
+    assert_eq!(get(&url).await.1["shadow"], json!({"version": 2, "fraction": 1.0}));
+    let stats = |v: &'static str| {
+        let url = format!("{}/v2/models/ab/versions/{v}/stats", s.http);
+        async move {
+            get(&url).await.1["model_stats"][0]["inference_stats"]["success"]["count"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let before = stats("2").await;
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&s, "/v2/models/ab/infer", None, json!({})).await,
+            "1",
+            "the caller is answered by version 1"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stats("2").await - before < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every request was copied to the shadow"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let bad = json!({"shadow": {"version": 2, "fraction": 1.5}});
+    assert_eq!(http().put(&url).json(&bad).send().await.unwrap().status().as_u16(), 400);
+}
