@@ -201,7 +201,7 @@ impl Core {
             tokio::spawn(async move {
                 let started = Instant::now();
                 match run(&shadow, copy, started).await {
-                    Ok(_) => shadow.stats.success.add(started.elapsed()),
+                    Ok(_) => shadow.stats.record_success(started.elapsed()),
                     Err(e) => shadow.stats.record_failure(e.fail_reason(), started.elapsed()),
                 }
             });
@@ -212,7 +212,7 @@ impl Core {
             Err(e) => Err(e),
         };
         match &result {
-            Ok(_) => version.stats.success.add(received.elapsed()),
+            Ok(_) => version.stats.record_success(received.elapsed()),
             Err(e) => version.stats.record_failure(e.fail_reason(), received.elapsed()),
         }
         result

@@ -71,6 +71,11 @@ impl Metrics {
             "Cumulative compute output duration in microseconds",
             mv,
         );
+        let rollbacks = counter(
+            "inferd_rollbacks_total",
+            "Automatic rollbacks that took this version out of its split",
+            mv,
+        );
         let pending = IntGaugeVec::new(
             Opts::new("nv_inference_pending_request_count", "Requests waiting in the queue"),
             mv,
@@ -105,6 +110,9 @@ impl Metrics {
                 pending
                     .with_label_values(&labels)
                     .set(lv.scheduler.queue_depth() as i64);
+                rollbacks
+                    .with_label_values(&labels)
+                    .inc_by(s.rollbacks.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
         let mut families = registry.gather();

@@ -130,6 +130,11 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             Ok(())
         });
     }
+    let guard = crate::rollback::guard(core.clone(), signal(&rx));
+    tasks.spawn(async move {
+        guard.await;
+        Ok(())
+    });
     Ok(RunningServer {
         core,
         http_addr,

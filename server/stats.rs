@@ -37,6 +37,58 @@ impl DurationStat {
     }
 }
 
+/// Request durations in buckets doubling from 50 µs (the last one open-ended): cheap to record, and enough
+/// to read a percentile over a window from two snapshots.
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+pub const LATENCY_BUCKETS: usize = 19;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Upper bound of bucket `i` (the last is unbounded).
+    pub fn bound(i: usize) -> Duration {
+        if i + 1 >= LATENCY_BUCKETS {
+            Duration::MAX
+        } else {
+            Duration::from_micros(50 << i)
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        let i = (0..LATENCY_BUCKETS)
+            .find(|&i| d <= Self::bound(i))
+            .unwrap_or(LATENCY_BUCKETS - 1);
+        self.buckets[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
+    }
+
+    /// The bucket bound under which `q` (0..1) of the counted requests fall.
+    pub fn quantile(counts: &[u64; LATENCY_BUCKETS], q: f64) -> Duration {
+        let total: u64 = counts.iter().sum();
+        let target = (q * total as f64).ceil() as u64;
+        let mut acc = 0;
+        for (i, c) in counts.iter().enumerate() {
+            acc += c;
+            if acc >= target.max(1) {
+                return Self::bound(i);
+            }
+        }
+        Duration::ZERO
+    }
+}
+
 /// Compute time of executions of one batch size.
 #[derive(Default)]
 pub struct BatchSizeStats {
@@ -80,6 +132,10 @@ pub struct Stats {
     /// Model executions; below `inference_count` when requests are batched together.
     pub execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
+    /// Every request's duration, successful or not.
+    pub latency: LatencyHistogram,
+    /// Times an automatic rollback took this version out of its model's split.
+    pub rollbacks: AtomicU64,
     /// Indexed by batch size (rows); sized to the model's max batch.
     by_batch_size: Vec<BatchSizeStats>,
 }
@@ -97,12 +153,20 @@ impl Stats {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
+            latency: LatencyHistogram::default(),
+            rollbacks: AtomicU64::new(0),
             by_batch_size: (0..=max_batch.max(1)).map(|_| BatchSizeStats::default()).collect(),
         }
     }
 
+    pub fn record_success(&self, elapsed: Duration) {
+        self.success.add(elapsed);
+        self.latency.record(elapsed);
+    }
+
     pub fn record_failure(&self, reason: FailReason, elapsed: Duration) {
         self.fail.add(elapsed);
+        self.latency.record(elapsed);
         self.fail_by_reason[reason as usize].fetch_add(1, Relaxed);
     }
 
@@ -158,5 +222,26 @@ impl Stats {
                 compute_output: Some(b.compute_output.snapshot()),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_histogram_reads_a_percentile_back() {
+        let h = LatencyHistogram::default();
+        for _ in 0..98 {
+            h.record(Duration::from_micros(80));
+        }
+        h.record(Duration::from_millis(30));
+        h.record(Duration::from_millis(30));
+        let counts = h.snapshot();
+        assert_eq!(LatencyHistogram::quantile(&counts, 0.5), Duration::from_micros(100));
+        assert_eq!(
+            LatencyHistogram::quantile(&counts, 0.99),
+            Duration::from_micros(50 << 10)
+        );
     }
 }

@@ -25,6 +25,37 @@ pub struct TrafficPolicy {
     /// measured in its statistics and metrics), and the caller never waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Shadow>,
+    /// Automatic rollback: when the guarded version breaches a limit, its weight drops to 0 by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    /// The version watched (usually the canary).
+    pub version: i64,
+    /// Largest share of failed requests (0 to 1) over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate: Option<f64>,
+    /// Largest p99 request latency over the window, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_ms: Option<f64>,
+    /// Requests the window must hold before it is judged.
+    #[serde(default = "Guard::default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default = "Guard::default_window_secs")]
+    pub window_secs: u64,
+}
+
+impl Guard {
+    fn default_min_requests() -> u64 {
+        20
+    }
+
+    fn default_window_secs() -> u64 {
+        30
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +76,23 @@ impl TrafficPolicy {
                     .parse()
                     .map_err(|_| format!("parameter {key} must name a version number, got '{value}'"))?;
                 policy.labels.insert(label.to_string(), v);
+            } else if let Some(field) = key.strip_prefix("guard.") {
+                let bad = || format!("parameter {key} has an invalid value '{value}'");
+                let g = policy.guard.get_or_insert(Guard {
+                    version: -1,
+                    max_error_rate: None,
+                    max_p99_ms: None,
+                    min_requests: Guard::default_min_requests(),
+                    window_secs: Guard::default_window_secs(),
+                });
+                match field {
+                    "version" => g.version = value.parse().map_err(|_| bad())?,
+                    "max_error_rate" => g.max_error_rate = Some(value.parse().map_err(|_| bad())?),
+                    "max_p99_ms" => g.max_p99_ms = Some(value.parse().map_err(|_| bad())?),
+                    "min_requests" => g.min_requests = value.parse().map_err(|_| bad())?,
+                    "window_secs" => g.window_secs = value.parse().map_err(|_| bad())?,
+                    _ => return Err(format!("unknown parameter {key}")),
+                }
             } else if key == "shadow.version" {
                 let v = value
                     .parse()
