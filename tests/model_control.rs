@@ -382,3 +382,42 @@ async fn admin_requests_need_the_bearer_token_when_one_is_set() {
     c.repository_model_unload(req).await.unwrap();
     assert_eq!(get(&format!("{}/v2/models/mlp/ready", s.http)).await.0, 404);
 }
+
+#[tokio::test]
+async fn unloading_lets_requests_already_queued_finish() {
+    let s = spawn(args(&[
+        "--model-repository",
+        path(&root().join("tests/models")),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "slow",
+    ]))
+    .unwrap();
+    let url = format!("{}/v2/models/slow/infer", s.http);
+    let slow = |ms: f32| json!({"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [ms]}]});
+    let running = tokio::spawn({
+        let (url, b) = (url.clone(), slow(300.0));
+        async move { post_json(&url, &b).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let queued = tokio::spawn({
+        let (url, b) = (url.clone(), slow(1.0));
+        async move { post_json(&url, &b).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (status, _) = post(format!("{}/v2/repository/models/slow/unload", s.http), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        post_json(&url, &slow(1.0)).await.0,
+        404,
+        "new requests no longer reach it"
+    );
+    let (r, q) = (running.await.unwrap(), queued.await.unwrap());
+    assert_eq!(
+        (r.0, q.0),
+        (200, 200),
+        "the running and the queued request both finished: {r:?} {q:?}"
+    );
+    assert_eq!(q.1["outputs"][0]["data"], json!([1.0]));
+}
