@@ -125,6 +125,27 @@ def simple_model():
     return make_model(graph), config("simple", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1"))
 
 
+def simple_plus_model():
+    """`simple` with 1000 added to both outputs: a second version whose answers are told apart from the first,
+    for rollout tests."""
+    shape = ["batch", 16]
+    k = helper.make_tensor("K", TensorProto.INT32, [1], [1000])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["sum"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["diff"]),
+            helper.make_node("Add", ["sum", "K"], ["OUTPUT0"]),
+            helper.make_node("Add", ["diff", "K"], ["OUTPUT1"]),
+        ],
+        "simple_plus",
+        [vi("INPUT0", TensorProto.INT32, shape), vi("INPUT1", TensorProto.INT32, shape)],
+        [vi("OUTPUT0", TensorProto.INT32, shape), vi("OUTPUT1", TensorProto.INT32, shape)],
+        initializer=[k],
+    )
+    io = lambda *names: [(n, "TYPE_INT32", [16]) for n in names]  # noqa: E731
+    return make_model(graph), config("simple_plus", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1"))
+
+
 def simple_string_model():
     S, I = TensorProto.STRING, TensorProto.INT32
     shape = ["batch", 16]
@@ -293,6 +314,7 @@ def slow_config(name, max_queue_size, timeout_action):
 def generate():
     save("simple", *simple_model())
     save("simple_string", *simple_string_model())
+    save("simple_plus", *simple_plus_model(), root=TEST_ROOT)
     mlp = mlp_onnx()
     save("mlp", mlp, mlp_config())
     save("mlp_autoconf", mlp, None)  # no config.pbtxt: must be auto-completed

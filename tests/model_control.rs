@@ -421,3 +421,107 @@ async fn unloading_lets_requests_already_queued_finish() {
     );
     assert_eq!(q.1["outputs"][0]["data"], json!([1.0]));
 }
+
+/// `swap`: version 1 answers a+b, version 2 answers a+b+1000 (`simple` and the test model `simple_plus`).
+fn two_version_repository() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("swap");
+    for (v, file) in [
+        ("1", "models/simple/1/model.onnx"),
+        ("2", "tests/models/simple_plus/1/model.onnx"),
+    ] {
+        std::fs::create_dir_all(m.join(v)).unwrap();
+        std::fs::copy(root().join(file), m.join(v).join("model.onnx")).unwrap();
+    }
+    let cfg = std::fs::read_to_string(root().join("models/simple/config.pbtxt"))
+        .unwrap()
+        .replace("name: \"simple\"", "name: \"swap\"");
+    std::fs::write(
+        m.join("config.pbtxt"),
+        format!("{cfg}\nversion_policy: {{ all: {{}} }}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn fifty_swaps_under_continuous_load_lose_nothing_and_each_answer_matches_its_version() {
+    let repo = two_version_repository();
+    let s = explicit(repo.path(), &["swap"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (http, stop) = (s.http.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let (mut ok, mut failures) = (0, Vec::new());
+                let mut i = 0i32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let a: Vec<i32> = (0..16).map(|k| c * 100_000 + i * 16 + k).collect();
+                    let b: Vec<i32> = (0..16).map(|k| k - i).collect();
+                    let body = json!({"inputs": [
+                        {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": a},
+                        {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": b},
+                    ]});
+                    let resp = client
+                        .post(format!("{http}/v2/models/swap/infer"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let v: Value = resp.json().await.unwrap();
+                    if status != 200 {
+                        failures.push(format!("{status}: {v}"));
+                        continue;
+                    }
+                    let offset = match v["model_version"].as_str() {
+                        Some("1") => 0,
+                        Some("2") => 1000,
+                        other => panic!("unexpected version {other:?}"),
+                    };
+                    let want: Vec<i64> = a.iter().zip(&b).map(|(x, y)| (x + y + offset) as i64).collect();
+                    let got: Vec<i64> = v["outputs"][0]["data"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_i64().unwrap())
+                        .collect();
+                    assert_eq!(got, want, "the answer matches the version it names");
+                    ok += 1;
+                }
+                (ok, failures)
+            })
+        })
+        .collect();
+    for round in 0..50 {
+        if round % 2 == 0 {
+            let weights = if round % 4 == 0 {
+                json!({"1": 1, "2": 3})
+            } else {
+                json!({"1": 3, "2": 1})
+            };
+            let (status, v) = post_json(&format!("{}/v2/repository/models/swap/load", s.http), &json!({})).await;
+            assert_eq!(status, 200, "{v}");
+            let resp = http()
+                .put(format!("{}/v2/models/swap/traffic", s.http))
+                .json(&json!({"weights": weights}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+        } else {
+            let (status, v) = post_json(&format!("{}/v2/repository/models/swap/load", s.http), &json!({})).await;
+            assert_eq!(status, 200, "{v}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for c in clients {
+        let (ok, failures) = c.await.unwrap();
+        assert!(failures.is_empty(), "requests failed during the swaps: {failures:?}");
+        served += ok;
+    }
+    assert!(served > 100, "clients kept sending throughout ({served} answers)");
+}
