@@ -62,8 +62,15 @@ impl Core {
                 Some(ModelEntry {
                     versions,
                     state: ModelState::Ready,
+                    last_error,
                     ..
-                }) => index.extend(versions.keys().map(|v| entry(v.to_string(), "READY", String::new()))),
+                }) => {
+                    let reason = last_error
+                        .as_ref()
+                        .map(|e| format!("serving; the last load failed: {e}"))
+                        .unwrap_or_default();
+                    index.extend(versions.keys().map(|v| entry(v.to_string(), "READY", reason.clone())))
+                }
                 Some(ModelEntry {
                     state: ModelState::Unavailable(reason),
                     ..
@@ -106,19 +113,28 @@ impl Core {
         let result = tokio::task::spawn_blocking(move || core.load_model_with(&src, override_config))
             .await
             .map_err(|e| InferError::Internal(e.to_string()))?;
-        let failure = result.as_ref().err().cloned();
+        let entry = entry_from(name, result);
+        let failure = match &entry.state {
+            ModelState::Unavailable(reason) => Some(reason.clone()),
+            ModelState::Ready => None,
+        };
         let mut table = (**self.table()).clone();
-        let serving = table
-            .models
-            .get(name)
-            .is_some_and(|e| matches!(e.state, ModelState::Ready));
-        if failure.is_none() || !serving {
-            table.models.insert(name.to_string(), entry_from(name, result));
-            self.swap_table(table);
+        match (&failure, table.models.get_mut(name)) {
+            // A failed reload leaves the serving versions in place, with the reason beside them.
+            (Some(reason), Some(serving)) if matches!(serving.state, ModelState::Ready) => {
+                serving.last_error = Some(reason.clone());
+            }
+            _ => {
+                table.models.insert(name.to_string(), entry);
+            }
         }
+        self.swap_table(table);
         match failure {
             None => Ok(()),
-            Some(reason) => Err(InferError::invalid(format!("failed to load '{name}': {reason}"))),
+            Some(reason) => {
+                self.count_load_failure(name);
+                Err(InferError::invalid(format!("failed to load '{name}': {reason}")))
+            }
         }
     }
 

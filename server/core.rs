@@ -46,6 +46,8 @@ pub struct Core {
     pub(crate) control: tokio::sync::Mutex<()>,
     /// Bearer token admin requests must carry (`--admin-token`); none leaves them open.
     pub(crate) admin_token: Option<String>,
+    /// Failed loads per model since start (`inferd_model_load_failures_total`).
+    load_failures: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 /// Holds one place among the requests in flight.
@@ -89,6 +91,7 @@ impl Core {
             explicit_control,
             control: tokio::sync::Mutex::new(()),
             admin_token: None,
+            load_failures: Default::default(),
         }
     }
 
@@ -104,6 +107,16 @@ impl Core {
     pub fn with_admin_token(mut self, token: Option<String>) -> Self {
         self.admin_token = token.filter(|t| !t.is_empty());
         self
+    }
+
+    pub(crate) fn count_load_failure(&self, model: &str) {
+        if let Ok(mut f) = self.load_failures.lock() {
+            *f.entry(model.to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn load_failures(&self) -> BTreeMap<String, u64> {
+        self.load_failures.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     pub(crate) fn repositories(&self) -> &[PathBuf] {
@@ -133,6 +146,9 @@ impl Core {
         for t in tasks {
             let (name, result) = t.await.map_err(|e| e.to_string())?;
             let entry = entry_from(&name, result);
+            if matches!(entry.state, ModelState::Unavailable(_)) {
+                self.count_load_failure(&name);
+            }
             table.models.insert(name, entry);
         }
         self.table.store(Arc::new(table));

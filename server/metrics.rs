@@ -115,6 +115,14 @@ impl Metrics {
                     .inc_by(s.rollbacks.load(std::sync::atomic::Ordering::Relaxed));
             }
         }
+        let load_failures = counter(
+            "inferd_model_load_failures_total",
+            "Model loads that failed, at start or later",
+            &["model"],
+        );
+        for (model, n) in core.load_failures() {
+            load_failures.with_label_values(&[model.as_str()]).inc_by(n);
+        }
         let mut families = registry.gather();
         families.extend(self.process.gather());
         let mut out = Vec::new();

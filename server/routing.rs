@@ -23,6 +23,8 @@ pub struct ModelEntry {
     pub traffic: Arc<TrafficPolicy>,
     /// Requests routed by weight so far: the draw for the next one.
     pub draws: Arc<AtomicU64>,
+    /// Why the last (re)load failed while the versions above kept serving.
+    pub last_error: Option<String>,
 }
 
 impl ModelEntry {
@@ -38,6 +40,7 @@ impl ModelEntry {
             state,
             traffic: Arc::new(traffic),
             draws: Arc::default(),
+            last_error: None,
         }
     }
 }

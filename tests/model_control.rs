@@ -159,6 +159,23 @@ async fn a_failed_reload_leaves_the_serving_version_in_place() {
         200,
         "the old version still serves"
     );
+    // The failure is reported beside the serving version, and counted.
+    let (_, index) = post(format!("{}/v2/repository/index", s.http), json!({})).await;
+    let simple = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "simple")
+        .unwrap()
+        .clone();
+    assert_eq!(simple["state"], "READY");
+    assert!(
+        simple["reason"].as_str().unwrap().contains("the last load failed"),
+        "{simple}"
+    );
+    assert!(scrape(&s.metrics)
+        .await
+        .contains("inferd_model_load_failures_total{model=\"simple\"} 1"));
 }
 
 #[tokio::test]
