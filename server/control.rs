@@ -8,9 +8,39 @@ use crate::core::{entry_from, Core};
 use crate::error::{InferError, InferResult};
 use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::ModelConfig;
-use crate::repository::{self, config};
+use crate::repository::{self, config, ModelSource};
 use crate::routing::{ModelEntry, ModelState};
 use crate::traffic::TrafficPolicy;
+
+/// Model files sent with a load request, as (`<version>/<file name>`, contents).
+pub type OverrideFiles = Vec<(String, Vec<u8>)>;
+
+/// Writes override files into a fresh temporary model folder, refusing paths that would leave it.
+fn stage(name: &str, files: &OverrideFiles) -> InferResult<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("inferd-load-")
+        .tempdir()
+        .map_err(|e| InferError::Internal(e.to_string()))?;
+    for (rel, contents) in files {
+        let path = std::path::Path::new(rel);
+        let parts: Vec<_> = path.components().collect();
+        let safe = parts.len() >= 2
+            && parts.iter().all(|c| matches!(c, std::path::Component::Normal(_)))
+            && rel.split('/').next().is_some_and(|v| v.parse::<u64>().is_ok());
+        if !safe {
+            return Err(InferError::invalid(format!(
+                "file override 'file:{rel}' must be '<version>/<file name>'"
+            )));
+        }
+        let target = dir.path().join(name).join(path);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(target.parent().unwrap_or(dir.path()))?;
+            std::fs::write(&target, contents)
+        };
+        write().map_err(|e| InferError::Internal(format!("cannot stage 'file:{rel}': {e}")))?;
+    }
+    Ok(dir)
+}
 
 impl Core {
     /// Admin requests (load, unload) need `Authorization: Bearer <token>` when `--admin-token` is set.
@@ -86,27 +116,57 @@ impl Core {
 
     /// Loads (or reloads) a model, optionally with a config given as JSON in place of its config.pbtxt. A
     /// failed load leaves a model that was serving serving as before.
-    pub async fn load(self: &Arc<Self>, name: &str, config_json: Option<&str>) -> InferResult<()> {
+    pub async fn load(
+        self: &Arc<Self>,
+        name: &str,
+        config_json: Option<&str>,
+        files: OverrideFiles,
+    ) -> InferResult<()> {
         self.require_explicit()?;
-        self.apply_load(name, config_json).await
+        self.apply_load(name, config_json, files).await
     }
 
     /// Loads or reloads a model whatever the control mode (the poll watcher's way in).
-    pub(crate) async fn apply_load(self: &Arc<Self>, name: &str, config_json: Option<&str>) -> InferResult<()> {
+    pub(crate) async fn apply_load(
+        self: &Arc<Self>,
+        name: &str,
+        config_json: Option<&str>,
+        files: OverrideFiles,
+    ) -> InferResult<()> {
         let override_config: Option<ModelConfig> = config_json
             .map(|text| {
                 config::parse_json(text).map_err(|e| InferError::invalid(format!("invalid config for '{name}': {e}")))
             })
             .transpose()?;
         let _serial = self.control.lock().await;
-        let found = repository::scan(self.repositories()).map_err(InferError::Internal)?;
-        let src = match found.get(name) {
-            Some(Ok(src)) => src.clone(),
-            Some(Err(reason)) => return Err(InferError::invalid(format!("failed to load '{name}': {reason}"))),
-            None => {
+        // Files sent with the request stand in for the repository's folder (Triton's `file:` parameters); they
+        // live in a temporary folder only while the model loads.
+        let staged = if files.is_empty() {
+            None
+        } else {
+            if override_config.is_none() {
                 return Err(InferError::invalid(format!(
-                    "failed to load '{name}': no such model in the model repository"
-                )))
+                    "failed to load '{name}': file overrides need a 'config' parameter"
+                )));
+            }
+            Some(stage(name, &files)?)
+        };
+        let src = match &staged {
+            Some(dir) => ModelSource {
+                name: name.to_string(),
+                dir: dir.path().join(name),
+            },
+            None => {
+                let found = repository::scan(self.repositories()).map_err(InferError::Internal)?;
+                match found.get(name) {
+                    Some(Ok(src)) => src.clone(),
+                    Some(Err(reason)) => return Err(InferError::invalid(format!("failed to load '{name}': {reason}"))),
+                    None => {
+                        return Err(InferError::invalid(format!(
+                            "failed to load '{name}': no such model in the model repository"
+                        )))
+                    }
+                }
             }
         };
         let core = self.clone();

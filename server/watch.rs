@@ -119,7 +119,7 @@ pub async fn watch(
         for (name, fp) in &now {
             if known.get(name) != Some(fp) {
                 tracing::info!(model = %name, "model files changed: loading '{name}'");
-                if let Err(e) = core.apply_load(name, None).await {
+                if let Err(e) = core.apply_load(name, None, Vec::new()).await {
                     tracing::error!(model = %name, "{e}");
                 }
             }

@@ -542,3 +542,33 @@ async fn fifty_swaps_under_continuous_load_lose_nothing_and_each_answer_matches_
     }
     assert!(served > 100, "clients kept sending throughout ({served} answers)");
 }
+
+#[tokio::test]
+async fn a_load_may_carry_the_model_files_themselves() {
+    use base64::Engine;
+    let repo = repository();
+    let s = explicit(repo.path(), &[]);
+    let onnx = std::fs::read(root().join("models/simple/1/model.onnx")).unwrap();
+    let config = json!({"name": "uploaded", "platform": "onnxruntime_onnx", "max_batch_size": 8}).to_string();
+    let body = json!({"parameters": {
+        "config": config,
+        "file:3/model.onnx": base64::engine::general_purpose::STANDARD.encode(&onnx),
+    }});
+    let (status, v) = post(format!("{}/v2/repository/models/uploaded/load", s.http), body).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(format!("{}/v2/models/uploaded/infer", s.http), simple_body()).await;
+    assert_eq!((status, v["model_version"].clone()), (200, json!("3")), "{v}");
+    let (a, b) = simple_inputs(1);
+    let sums: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert_eq!(v["outputs"][0]["data"], json!(sums));
+
+    for bad in ["../escape.onnx", "1/../../x", "model.onnx"] {
+        let body = json!({"parameters": {"config": "{}", format!("file:{bad}"): "AAAA"}});
+        let (status, v) = post(format!("{}/v2/repository/models/uploaded/load", s.http), body).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    let body = json!({"parameters": {"file:1/model.onnx": "AAAA"}});
+    let (status, v) = post(format!("{}/v2/repository/models/uploaded/load", s.http), body).await;
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().contains("config"), "{v}");
+}

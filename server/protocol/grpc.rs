@@ -171,7 +171,17 @@ impl GrpcInferenceService for GrpcService {
             Some(model_repository_parameter::ParameterChoice::StringParam(s)) => Some(s.clone()),
             Some(_) => return Err(InferError::invalid("parameter 'config' must be a string holding JSON").into()),
         };
-        self.core.load(&r.model_name, config.as_deref()).await?;
+        let mut files = Vec::new();
+        for (key, p) in &r.parameters {
+            let Some(rel) = key.strip_prefix("file:") else { continue };
+            match &p.parameter_choice {
+                Some(model_repository_parameter::ParameterChoice::BytesParam(b)) => {
+                    files.push((rel.to_string(), b.to_vec()))
+                }
+                _ => return Err(InferError::invalid(format!("parameter '{key}' must hold bytes")).into()),
+            }
+        }
+        self.core.load(&r.model_name, config.as_deref(), files).await?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 

@@ -191,7 +191,20 @@ async fn repository_load(
         Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
         Some(_) => return Err(InferError::invalid("parameters.config must be a JSON string")),
     };
-    core.load(&p.model, config.as_deref()).await?;
+    // Triton's `file:<version>/<name>` parameters carry model files, base64-encoded in JSON.
+    let mut files = Vec::new();
+    if let Some(params) = body.get("parameters").and_then(serde_json::Value::as_object) {
+        for (key, value) in params {
+            let Some(rel) = key.strip_prefix("file:") else { continue };
+            let text = value
+                .as_str()
+                .ok_or_else(|| InferError::invalid(format!("parameter '{key}' must be a base64 string")))?;
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+                .map_err(|e| InferError::invalid(format!("parameter '{key}' is not valid base64: {e}")))?;
+            files.push((rel.to_string(), bytes));
+        }
+    }
+    core.load(&p.model, config.as_deref(), files).await?;
     Ok(StatusCode::OK)
 }
 

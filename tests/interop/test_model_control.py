@@ -68,3 +68,23 @@ def test_loading_an_unknown_model_raises(client):
     _, c = client
     with pytest.raises(InferenceServerException, match="ghost"):
         c.load_model("ghost")
+
+
+def test_load_with_model_files_sent_by_the_client(client):
+    protocol, c = client
+    from pathlib import Path
+
+    onnx = (Path(__file__).resolve().parents[2] / "models" / "simple" / "1" / "model.onnx").read_bytes()
+    config = json.dumps({"name": "uploaded", "platform": "onnxruntime_onnx", "max_batch_size": 8})
+    c.load_model("uploaded", config=config, files={"file:2/model.onnx": onnx})
+    try:
+        assert c.is_model_ready("uploaded", "2")
+        mod = httpclient if protocol == "http" else grpcclient
+        a = np.arange(16, dtype=np.int32).reshape(1, 16)
+        inputs = [mod.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(a)
+        out = c.infer("uploaded", inputs).as_numpy("OUTPUT0")
+        assert (out == 2 * a).all()
+    finally:
+        c.unload_model("uploaded")
