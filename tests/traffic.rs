@@ -238,3 +238,45 @@ async fn shadow_traffic_is_measured_but_never_answers_the_caller() {
     let bad = json!({"shadow": {"version": 2, "fraction": 1.5}});
     assert_eq!(http().put(&url).json(&bad).send().await.unwrap().status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn a_canary_that_breaches_its_guard_is_rolled_back_by_itself() {
+    let repo = repository();
+    let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
+    let url = format!("{}/v2/models/ab/traffic", s.http);
+    let policy = json!({
+        "weights": {"1": 50, "2": 50},
+        "guard": {"version": 2, "max_error_rate": 0.5, "min_requests": 5, "window_secs": 30}
+    });
+    assert_eq!(
+        http().put(&url).json(&policy).send().await.unwrap().status().as_u16(),
+        200
+    );
+    // Requests that fail on whichever version serves them: the canary's error rate is 100%.
+    let mut bad = body(json!({}));
+    bad["inputs"][0]["datatype"] = json!("FP32");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        for _ in 0..20 {
+            assert_eq!(post_json(&format!("{}/v2/models/ab/infer", s.http), &bad).await.0, 400);
+        }
+        if get(&url).await.1["weights"]["2"] == json!(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the canary was never rolled back");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        get(&url).await.1["weights"]["1"],
+        json!(50),
+        "the stable version keeps its weight"
+    );
+    for _ in 0..10 {
+        assert_eq!(served_by(&s, "/v2/models/ab/infer", None, json!({})).await, "1");
+    }
+    let metrics = scrape(&s.metrics).await;
+    assert!(
+        metrics.contains("inferd_rollbacks_total{model=\"ab\",version=\"2\"} 1"),
+        "{metrics}"
+    );
+}
