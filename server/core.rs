@@ -204,14 +204,11 @@ impl Core {
             .route(&req.model, req.version.as_deref(), req.routing_key())?
             .clone();
         if let Some(shadow) = table.shadow(&req.model, version.version) {
+            // Tensors share their bytes, so the copy costs no payload copy.
             let copy = InferRequest {
-                id: req.id.clone(),
-                model: req.model.clone(),
                 version: None,
-                inputs: req.inputs.clone(),
-                outputs: req.outputs.clone(),
-                parameters: req.parameters.clone(),
                 routing_key: None,
+                ..req.clone()
             };
             // The copy runs on its own task: the caller neither waits for it nor sees its answer.
             tokio::spawn(async move {

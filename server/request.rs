@@ -13,7 +13,7 @@ pub enum ParamValue {
     String(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct InferRequest {
     pub id: String,
     pub model: String,

@@ -68,62 +68,58 @@ pub struct Shadow {
 
 impl TrafficPolicy {
     pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("parameter {key} must be {what}, got '{value}'"))
+        }
         let mut policy = Self::default();
+        let (mut shadow_version, mut shadow_fraction) = (None, None);
+        let mut guard_version = None;
+        let mut guard = Guard {
+            version: 0,
+            max_error_rate: None,
+            max_p99_ms: None,
+            min_requests: Guard::default_min_requests(),
+            window_secs: Guard::default_window_secs(),
+        };
+        let mut guarded = false;
         for (key, param) in &cfg.parameters {
             let value = param.string_value.trim();
             if let Some(label) = key.strip_prefix("label.") {
-                let v = value
-                    .parse()
-                    .map_err(|_| format!("parameter {key} must name a version number, got '{value}'"))?;
-                policy.labels.insert(label.to_string(), v);
+                policy
+                    .labels
+                    .insert(label.to_string(), parse(key, value, "a version number")?);
+            } else if let Some(version) = key.strip_prefix("weight.") {
+                let v = parse(key, version, "weight.<version number>")?;
+                policy.weights.insert(v, parse(key, value, "a non-negative integer")?);
+            } else if key == "shadow.version" {
+                shadow_version = Some(parse(key, value, "a version number")?);
+            } else if key == "shadow.fraction" {
+                shadow_fraction = Some(parse(key, value, "a number from 0 to 1")?);
             } else if let Some(field) = key.strip_prefix("guard.") {
-                let bad = || format!("parameter {key} has an invalid value '{value}'");
-                let g = policy.guard.get_or_insert(Guard {
-                    version: -1,
-                    max_error_rate: None,
-                    max_p99_ms: None,
-                    min_requests: Guard::default_min_requests(),
-                    window_secs: Guard::default_window_secs(),
-                });
+                guarded = true;
                 match field {
-                    "version" => g.version = value.parse().map_err(|_| bad())?,
-                    "max_error_rate" => g.max_error_rate = Some(value.parse().map_err(|_| bad())?),
-                    "max_p99_ms" => g.max_p99_ms = Some(value.parse().map_err(|_| bad())?),
-                    "min_requests" => g.min_requests = value.parse().map_err(|_| bad())?,
-                    "window_secs" => g.window_secs = value.parse().map_err(|_| bad())?,
+                    "version" => guard_version = Some(parse(key, value, "a version number")?),
+                    "max_error_rate" => guard.max_error_rate = Some(parse(key, value, "a number from 0 to 1")?),
+                    "max_p99_ms" => guard.max_p99_ms = Some(parse(key, value, "a number of milliseconds")?),
+                    "min_requests" => guard.min_requests = parse(key, value, "a number of requests")?,
+                    "window_secs" => guard.window_secs = parse(key, value, "a number of seconds")?,
                     _ => return Err(format!("unknown parameter {key}")),
                 }
-            } else if key == "shadow.version" {
-                let v = value
-                    .parse()
-                    .map_err(|_| format!("parameter {key} must be a version number, got '{value}'"))?;
-                policy
-                    .shadow
-                    .get_or_insert(Shadow {
-                        version: v,
-                        fraction: 0.0,
-                    })
-                    .version = v;
-            } else if key == "shadow.fraction" {
-                let f = value
-                    .parse()
-                    .map_err(|_| format!("parameter {key} must be a number from 0 to 1, got '{value}'"))?;
-                policy
-                    .shadow
-                    .get_or_insert(Shadow {
-                        version: -1,
-                        fraction: f,
-                    })
-                    .fraction = f;
-            } else if let Some(version) = key.strip_prefix("weight.") {
-                let v = version
-                    .parse()
-                    .map_err(|_| format!("parameter {key} must end in a version number"))?;
-                let w = value
-                    .parse()
-                    .map_err(|_| format!("parameter {key} must be a non-negative integer, got '{value}'"))?;
-                policy.weights.insert(v, w);
             }
+        }
+        policy.shadow = match (shadow_version, shadow_fraction) {
+            (Some(version), fraction) => Some(Shadow {
+                version,
+                fraction: fraction.unwrap_or(0.0),
+            }),
+            (None, Some(_)) => return Err("parameter shadow.fraction needs shadow.version".into()),
+            (None, None) => None,
+        };
+        if guarded {
+            guard.version = guard_version.ok_or("guard parameters need guard.version")?;
+            policy.guard = Some(guard);
         }
         Ok(policy)
     }
@@ -209,6 +205,33 @@ mod tests {
         assert_eq!(p.weights[&1], 90);
         assert!(p.check(|v| v == 1).is_err());
         assert!(p.check(|v| v == 1 || v == 2).is_ok());
+    }
+
+    #[test]
+    fn reads_shadow_and_guard_parameters_and_refuses_them_without_a_version() {
+        let cfg = parse_pbtxt(
+            r#"parameters { key: "shadow.version" value { string_value: "2" } }
+               parameters { key: "shadow.fraction" value { string_value: "0.1" } }
+               parameters { key: "guard.version" value { string_value: "2" } }
+               parameters { key: "guard.max_p99_ms" value { string_value: "50" } }"#,
+        )
+        .unwrap();
+        let p = TrafficPolicy::from_config(&cfg).unwrap();
+        assert_eq!(
+            p.shadow,
+            Some(Shadow {
+                version: 2,
+                fraction: 0.1
+            })
+        );
+        let g = p.guard.unwrap();
+        assert_eq!((g.version, g.max_p99_ms, g.min_requests), (2, Some(50.0), 20));
+        let orphan = |key: &str| {
+            let text = format!(r#"parameters {{ key: "{key}" value {{ string_value: "1" }} }}"#);
+            TrafficPolicy::from_config(&parse_pbtxt(&text).unwrap()).unwrap_err()
+        };
+        assert!(orphan("shadow.fraction").contains("shadow.version"));
+        assert!(orphan("guard.min_requests").contains("guard.version"));
     }
 
     #[test]

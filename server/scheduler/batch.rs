@@ -16,7 +16,7 @@ pub struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    pub fn fill<'a>(&mut self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> &[u8] {
+    pub fn fill<'a>(&mut self, parts: impl Iterator<Item = &'a [u8]> + Clone) {
         let len: usize = parts.clone().map(<[u8]>::len).sum();
         self.words.clear();
         self.words.resize(len.div_ceil(8), 0);
@@ -27,7 +27,6 @@ impl AlignedBuf {
             at += p.len();
         }
         self.len = len;
-        &bytemuck::cast_slice(&self.words)[..len]
     }
 
     pub fn bytes(&self) -> &[u8] {
