@@ -169,6 +169,7 @@ impl Core {
                 }
             }
         };
+        let _loading = self.mark_loading(name);
         let core = self.clone();
         let result = tokio::task::spawn_blocking(move || core.load_model_with(&src, override_config))
             .await

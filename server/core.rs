@@ -1,9 +1,10 @@
 //! The transport-free server API both front-ends call: infer, health, metadata, config and statistics.
 //! It owns the routing table and loads the model repository into it.
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -15,8 +16,10 @@ use crate::model::LoadedVersion;
 use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
 use crate::repository::{self, ModelSource};
 use crate::request::{InferRequest, InferResponse, ParamValue};
+use crate::request_log;
 use crate::routing::{ModelEntry, ModelState, RoutingTable};
 use crate::scheduler::{Job, JobState, TimeoutAction};
+use crate::stats::Arm;
 use crate::traffic::TrafficPolicy;
 use crate::validate::validate;
 
@@ -47,7 +50,52 @@ pub struct Core {
     /// Bearer token admin requests must carry (`--admin-token`); none leaves them open.
     pub(crate) admin_token: Option<String>,
     /// Failed loads per model since start (`inferd_model_load_failures_total`).
-    load_failures: std::sync::Mutex<BTreeMap<String, u64>>,
+    load_failures: Mutex<BTreeMap<String, u64>>,
+    /// Keep the metrics-only statistics (off with `--allow-metrics false`).
+    detailed_metrics: bool,
+    /// Models being loaded right now.
+    loading: Mutex<BTreeSet<String>>,
+    /// Versions taken out of the routing table, held weakly: they are unloading until their last request ends.
+    retired: Mutex<Vec<Retired>>,
+}
+
+struct Retired {
+    model: String,
+    version: Weak<LoadedVersion>,
+}
+
+/// A model's lifecycle state, as `inferd_model_state` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    Loading,
+    Ready,
+    Failed,
+    Unloading,
+}
+
+impl Lifecycle {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Loading => "loading",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Unloading => "unloading",
+        }
+    }
+}
+
+/// Marks a model as loading until dropped.
+pub(crate) struct LoadingGuard<'a> {
+    core: &'a Core,
+    model: String,
+}
+
+impl Drop for LoadingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.core.loading.lock() {
+            l.remove(&self.model);
+        }
+    }
 }
 
 /// Holds one place among the requests in flight.
@@ -92,7 +140,16 @@ impl Core {
             control: tokio::sync::Mutex::new(()),
             admin_token: None,
             load_failures: Default::default(),
+            detailed_metrics: true,
+            loading: Default::default(),
+            retired: Default::default(),
         }
+    }
+
+    /// Whether versions keep the metrics-only statistics (histograms, in-flight and routed counts).
+    pub fn with_detailed_metrics(mut self, on: bool) -> Self {
+        self.detailed_metrics = on;
+        self
     }
 
     pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
@@ -101,7 +158,59 @@ impl Core {
 
     /// Replaces the routing table; requests already routed keep the versions they hold until they finish.
     pub(crate) fn swap_table(&self, table: RoutingTable) {
-        self.table.store(Arc::new(table));
+        let old = self.table.swap(Arc::new(table));
+        let new = self.table.load();
+        let kept = |model: &str, lv: &Arc<LoadedVersion>| {
+            new.models
+                .get(model)
+                .is_some_and(|e| e.versions.values().any(|v| Arc::ptr_eq(v, lv)))
+        };
+        if let Ok(mut retired) = self.retired.lock() {
+            for (model, entry) in &old.models {
+                for lv in entry.versions.values().filter(|lv| !kept(model, lv)) {
+                    retired.push(Retired {
+                        model: model.clone(),
+                        version: Arc::downgrade(lv),
+                    });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn mark_loading(&self, model: &str) -> LoadingGuard<'_> {
+        if let Ok(mut l) = self.loading.lock() {
+            l.insert(model.to_string());
+        }
+        LoadingGuard {
+            core: self,
+            model: model.to_string(),
+        }
+    }
+
+    /// Every model's versions with their lifecycle state; a model-wide state (loading, or a failed load)
+    /// has an empty version. Versions that left the table count as unloading while requests still hold them.
+    pub fn lifecycle(&self) -> Vec<(String, String, Lifecycle)> {
+        let mut out = Vec::new();
+        for (name, entry) in &self.table.load().models {
+            if matches!(entry.state, ModelState::Unavailable(_)) || entry.last_error.is_some() {
+                out.push((name.clone(), String::new(), Lifecycle::Failed));
+            }
+            for lv in entry.versions.values() {
+                out.push((name.clone(), lv.version_label.clone(), Lifecycle::Ready));
+            }
+        }
+        if let Ok(loading) = self.loading.lock() {
+            out.extend(loading.iter().map(|m| (m.clone(), String::new(), Lifecycle::Loading)));
+        }
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|r| r.version.strong_count() > 0);
+            for r in retired.iter() {
+                if let Some(lv) = r.version.upgrade() {
+                    out.push((r.model.clone(), lv.version_label.clone(), Lifecycle::Unloading));
+                }
+            }
+        }
+        out
     }
 
     pub fn with_admin_token(mut self, token: Option<String>) -> Self {
@@ -140,7 +249,9 @@ impl Core {
             }
             let core = self.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
-                (name.clone(), src.and_then(|s| core.load_model(&s)))
+                let _loading = core.mark_loading(&name);
+                let result = src.and_then(|s| core.load_model(&s));
+                (name.clone(), result)
             }));
         }
         for t in tasks {
@@ -151,7 +262,7 @@ impl Core {
             }
             table.models.insert(name, entry);
         }
-        self.table.store(Arc::new(table));
+        self.swap_table(table);
         Ok(())
     }
 
@@ -171,7 +282,10 @@ impl Core {
         };
         let mut versions = BTreeMap::new();
         for (v, file) in &prepared.versions {
-            versions.insert(*v, Arc::new(repository::load_version(&prepared, *v, file)?));
+            versions.insert(
+                *v,
+                Arc::new(repository::load_version(&prepared, *v, file, self.detailed_metrics)?),
+            );
         }
         Ok(versions)
     }
@@ -197,7 +311,17 @@ impl Core {
         }
     }
 
-    pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
+    pub async fn infer(&self, mut req: InferRequest) -> InferResult<InferResponse> {
+        let result = self.serve(&mut req).await;
+        match &result {
+            Ok(r) => request_log::served(&req, &r.model_version),
+            Err(e) => request_log::failed(&req, e),
+        }
+        result
+    }
+
+    /// Routes, queues and answers one request; its inputs are taken, the rest is left for the log line.
+    async fn serve(&self, req: &mut InferRequest) -> InferResult<InferResponse> {
         let received = Instant::now();
         let table = self.table.load();
         let version = table
@@ -205,7 +329,7 @@ impl Core {
             .clone();
         if let Some(shadow) = table.shadow(&req.model, version.version) {
             // Tensors share their bytes, so the copy costs no payload copy.
-            let copy = InferRequest {
+            let mut copy = InferRequest {
                 version: None,
                 routing_key: None,
                 ..req.clone()
@@ -213,22 +337,35 @@ impl Core {
             // The copy runs on its own task: the caller neither waits for it nor sees its answer.
             tokio::spawn(async move {
                 let started = Instant::now();
-                match run(&shadow, copy, started).await {
-                    Ok(_) => shadow.stats.record_success(started.elapsed()),
+                let _inflight = shadow.stats.start_request(Arm::Shadow);
+                match run(&shadow, &mut copy, started).await {
+                    Ok(_) => shadow.stats.record_success(copy.protocol, started.elapsed()),
                     Err(e) => shadow.stats.record_failure(e.fail_reason(), started.elapsed()),
                 }
             });
         }
         drop(table);
+        let arm = if req.version.as_deref().is_some_and(|v| !v.is_empty()) {
+            Arm::Pinned
+        } else {
+            Arm::Split
+        };
+        let inflight = version.stats.start_request(arm);
         let result = match self.admit() {
             Ok(_admitted) => run(&version, req, received).await,
             Err(e) => Err(e),
         };
+        drop(inflight);
         match &result {
-            Ok(_) => version.stats.record_success(received.elapsed()),
+            Ok(_) => version.stats.record_success(req.protocol, received.elapsed()),
             Err(e) => version.stats.record_failure(e.fail_reason(), received.elapsed()),
         }
         result
+    }
+
+    /// Requests admitted and not yet answered, across all models.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
     }
 
     fn admit(&self) -> InferResult<Admitted<'_>> {
@@ -337,7 +474,7 @@ pub(crate) fn entry_from(name: &str, result: Result<BTreeMap<i64, Arc<LoadedVers
 }
 
 /// Validates a request against one version, queues it and waits for its rows.
-async fn run(version: &LoadedVersion, req: InferRequest, received: Instant) -> InferResult<InferResponse> {
+async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant) -> InferResult<InferResponse> {
     let spec = &version.spec;
     let wanted: Vec<usize> = req
         .outputs
@@ -373,7 +510,7 @@ async fn run(version: &LoadedVersion, req: InferRequest, received: Instant) -> I
     .filter(|t| !t.is_zero());
     let deadline = timeout.map(|t| received + t);
     let state = deadline.map(|_| Arc::new(JobState::default()));
-    let validated = validate(spec, req.inputs)?;
+    let validated = validate(spec, std::mem::take(&mut req.inputs))?;
     let (reply, mut rx) = oneshot::channel();
     let job = Job {
         inputs: validated.inputs,
@@ -413,7 +550,7 @@ async fn run(version: &LoadedVersion, req: InferRequest, received: Instant) -> I
         outputs = wanted.iter().filter_map(|&i| all[i].take()).collect();
     }
     Ok(InferResponse {
-        id: req.id,
+        id: req.id.clone(),
         model_name: spec.name.clone(),
         model_version: version.version_label.clone(),
         outputs,

@@ -15,6 +15,7 @@ pub mod proto;
 pub mod protocol;
 pub mod repository;
 pub mod request;
+pub mod request_log;
 pub mod rollback;
 pub mod routing;
 pub mod scheduler;

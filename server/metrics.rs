@@ -1,11 +1,18 @@
-//! Prometheus metrics on the metrics port. Triton's counter names, derived at scrape time from the same
-//! per-version statistics the statistics extension reports, so serving pays nothing extra per request.
+//! Prometheus metrics on the metrics port, built at scrape time from the per-version statistics (the same
+//! lock-free counters the statistics extension reports), so serving pays nothing per request for a scrape.
+//! Triton's `nv_*` names come first, so existing dashboards and alerts keep working; `inferd_*` adds real
+//! histograms (aggregatable across replicas, unlike Triton's cumulative counters) and the gauges an
+//! autoscaler targets.
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::proto::{Bucket, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::core::Core;
-use crate::stats::{DurationStat, FailReason};
+use crate::request::Protocol;
+use crate::routing::ModelEntry;
+use crate::stats::{Arm, FailReason, HistogramSnapshot, DURATION_BOUNDS_NS};
 
 /// The collectors that outlive one scrape (process CPU, memory, file descriptors).
 pub struct Metrics {
@@ -18,6 +25,88 @@ impl Default for Metrics {
     }
 }
 
+/// One metric family being filled during a scrape.
+struct Family(MetricFamily);
+
+impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Self {
+        let mut mf = MetricFamily::default();
+        mf.set_name(name.to_string());
+        mf.set_help(help.to_string());
+        mf.set_field_type(kind);
+        Self(mf)
+    }
+
+    fn counter(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::COUNTER)
+    }
+
+    fn gauge(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::GAUGE)
+    }
+
+    fn histogram(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::HISTOGRAM)
+    }
+
+    fn metric(labels: &[(&str, &str)]) -> Metric {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        m
+    }
+
+    /// A counter's or a gauge's value, as the family's type says.
+    fn set(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut m = Self::metric(labels);
+        if self.0.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        self.0.mut_metric().push(m);
+    }
+
+    /// A histogram from per-bucket counts over `bounds`, each bound and the sum multiplied by `scale` (e.g.
+    /// nanoseconds to seconds).
+    fn observe(&mut self, labels: &[(&str, &str)], snap: &HistogramSnapshot, bounds: &[u64], scale: f64) {
+        let mut cumulative = 0;
+        let buckets = bounds
+            .iter()
+            .zip(&snap.counts)
+            .map(|(bound, n)| {
+                cumulative += n;
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound as f64 * scale);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        let mut h = prometheus::proto::Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(snap.count());
+        h.set_sample_sum(snap.sum as f64 * scale);
+        let mut m = Self::metric(labels);
+        m.set_histogram(h);
+        self.0.mut_metric().push(m);
+    }
+}
+
+const NS: f64 = 1e-9;
+
 impl Metrics {
     pub fn new() -> Self {
         let process = Registry::new();
@@ -27,108 +116,197 @@ impl Metrics {
     }
 
     pub fn render(&self, core: &Core) -> String {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| -> IntCounterVec {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            let _ = registry.register(Box::new(c.clone()));
-            c
-        };
-        let mv = &["model", "version"];
-        let success = counter(
-            "nv_inference_request_success",
-            "Number of successful inference requests",
-            mv,
-        );
-        let failure = counter(
-            "nv_inference_request_failure",
-            "Number of failed inference requests",
-            &["model", "version", "reason"],
-        );
-        let count = counter("nv_inference_count", "Number of inferences performed (batch rows)", mv);
-        let exec = counter("nv_inference_exec_count", "Number of model executions (batches)", mv);
-        let request_us = counter(
-            "nv_inference_request_duration_us",
-            "Cumulative inference request duration in microseconds",
-            mv,
-        );
-        let queue_us = counter(
-            "nv_inference_queue_duration_us",
-            "Cumulative inference queuing duration in microseconds",
-            mv,
-        );
-        let input_us = counter(
-            "nv_inference_compute_input_duration_us",
-            "Cumulative compute input duration in microseconds",
-            mv,
-        );
-        let infer_us = counter(
-            "nv_inference_compute_infer_duration_us",
-            "Cumulative compute inference duration in microseconds",
-            mv,
-        );
-        let output_us = counter(
-            "nv_inference_compute_output_duration_us",
-            "Cumulative compute output duration in microseconds",
-            mv,
-        );
-        let rollbacks = counter(
-            "inferd_rollbacks_total",
-            "Automatic rollbacks that took this version out of its split",
-            mv,
-        );
-        let pending = IntGaugeVec::new(
-            Opts::new("nv_inference_pending_request_count", "Requests waiting in the queue"),
-            mv,
-        )
-        .expect("static metric definition");
-        let _ = registry.register(Box::new(pending.clone()));
-
-        let us = |d: &DurationStat| d.ns() / 1000;
-        let table = core.table();
-        for entry in table.models.values() {
-            for lv in entry.versions.values() {
-                let labels = [entry.name.as_str(), lv.version_label.as_str()];
-                let s = &lv.stats;
-                success.with_label_values(&labels).inc_by(s.success.count());
-                for reason in FailReason::ALL {
-                    failure
-                        .with_label_values(&[labels[0], labels[1], reason.label()])
-                        .inc_by(s.failures(reason));
-                }
-                count
-                    .with_label_values(&labels)
-                    .inc_by(s.inference_count.load(std::sync::atomic::Ordering::Relaxed));
-                exec.with_label_values(&labels)
-                    .inc_by(s.execution_count.load(std::sync::atomic::Ordering::Relaxed));
-                request_us
-                    .with_label_values(&labels)
-                    .inc_by(us(&s.success) + us(&s.fail));
-                queue_us.with_label_values(&labels).inc_by(us(&s.queue));
-                input_us.with_label_values(&labels).inc_by(us(&s.compute_input));
-                infer_us.with_label_values(&labels).inc_by(us(&s.compute_infer));
-                output_us.with_label_values(&labels).inc_by(us(&s.compute_output));
-                pending
-                    .with_label_values(&labels)
-                    .set(lv.scheduler.queue_depth() as i64);
-                rollbacks
-                    .with_label_values(&labels)
-                    .inc_by(s.rollbacks.load(std::sync::atomic::Ordering::Relaxed));
-            }
-        }
-        let load_failures = counter(
-            "inferd_model_load_failures_total",
-            "Model loads that failed, at start or later",
-            &["model"],
-        );
-        for (model, n) in core.load_failures() {
-            load_failures.with_label_values(&[model.as_str()]).inc_by(n);
-        }
-        let mut families = registry.gather();
+        let mut families = model_families(core);
         families.extend(self.process.gather());
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+fn model_families(core: &Core) -> Vec<MetricFamily> {
+    let triton_us = |name: &str, what: &str| Family::counter(name, &format!("Cumulative {what} in microseconds"));
+    let mut success = Family::counter(
+        "nv_inference_request_success",
+        "Number of successful inference requests",
+    );
+    let mut failure = Family::counter(
+        "nv_inference_request_failure",
+        "Number of failed inference requests, by reason",
+    );
+    let mut count = Family::counter("nv_inference_count", "Number of inferences performed (batch rows)");
+    let mut exec = Family::counter("nv_inference_exec_count", "Number of model executions (batches)");
+    let mut request_us = triton_us("nv_inference_request_duration_us", "inference request duration");
+    let mut queue_us = triton_us("nv_inference_queue_duration_us", "inference queuing duration");
+    let mut input_us = triton_us("nv_inference_compute_input_duration_us", "compute input duration");
+    let mut infer_us = triton_us("nv_inference_compute_infer_duration_us", "compute inference duration");
+    let mut output_us = triton_us("nv_inference_compute_output_duration_us", "compute output duration");
+    let mut pending = Family::gauge("nv_inference_pending_request_count", "Requests waiting in the queue");
+    let mut request_s = Family::histogram(
+        "inferd_request_duration_seconds",
+        "Successful requests' time in the server, from decoded to answered, by protocol",
+    );
+    let mut queue_s = Family::histogram("inferd_queue_duration_seconds", "Time requests waited for an instance");
+    let mut compute_s = Family::histogram(
+        "inferd_compute_duration_seconds",
+        "Time of each model execution (input, inference and output)",
+    );
+    let mut batch = Family::histogram("inferd_batch_size", "Rows per model execution");
+    let mut depth = Family::gauge("inferd_queue_depth", "Requests waiting for an instance");
+    let mut model_inflight = Family::gauge(
+        "inferd_model_inflight_requests",
+        "Requests routed to the model and not yet answered",
+    );
+    let mut instances = Family::gauge("inferd_instances", "Model instances (one execution at a time each)");
+    let mut busy = Family::gauge("inferd_instances_busy", "Instances running or forming a batch");
+    let mut weight = Family::gauge(
+        "inferd_traffic_weight",
+        "Share of the model's requests a version receives, by arm (split: the weighted split; shadow: copies)",
+    );
+    let mut routed = Family::counter(
+        "inferd_routed_requests_total",
+        "Requests routed to a version, by arm (split, pinned: the caller named the version, shadow: copies)",
+    );
+    let mut rollbacks = Family::counter(
+        "inferd_rollbacks_total",
+        "Automatic rollbacks that took this version out of its split",
+    );
+
+    let table = core.table();
+    let mut names: Vec<&String> = table.models.keys().collect();
+    names.sort();
+    for name in names {
+        let entry = &table.models[name];
+        let mut inflight_sum = 0;
+        for lv in entry.versions.values() {
+            let mv = [("model", name.as_str()), ("version", lv.version_label.as_str())];
+            let s = &lv.stats;
+            success.set(&mv, s.success.count() as f64);
+            for reason in FailReason::ALL {
+                let labels = [mv[0], mv[1], ("reason", reason.label())];
+                failure.set(&labels, s.failures(reason) as f64);
+            }
+            count.set(&mv, s.inference_count.load(Relaxed) as f64);
+            exec.set(&mv, s.execution_count.load(Relaxed) as f64);
+            let us = |ns: u64| (ns / 1000) as f64;
+            request_us.set(&mv, us(s.success.ns() + s.fail.ns()));
+            queue_us.set(&mv, us(s.queue.ns()));
+            input_us.set(&mv, us(s.compute_input.ns()));
+            infer_us.set(&mv, us(s.compute_infer.ns()));
+            output_us.set(&mv, us(s.compute_output.ns()));
+            let load = lv.scheduler.load();
+            pending.set(&mv, load.queued as f64);
+            depth.set(&mv, load.queued as f64);
+            instances.set(&mv, load.instances as f64);
+            busy.set(&mv, load.busy as f64);
+            rollbacks.set(&mv, s.rollbacks.load(Relaxed) as f64);
+            for protocol in Protocol::ALL {
+                let labels = [mv[0], mv[1], ("protocol", protocol.label())];
+                let snap = s.request_duration(protocol).snapshot();
+                request_s.observe(&labels, &snap, DURATION_BOUNDS_NS, NS);
+            }
+            if let Some(d) = s.detail() {
+                queue_s.observe(&mv, &d.queue_duration.snapshot(), DURATION_BOUNDS_NS, NS);
+                compute_s.observe(&mv, &d.compute_duration.snapshot(), DURATION_BOUNDS_NS, NS);
+                batch.observe(&mv, &d.batch_size.snapshot(), d.batch_size.bounds(), 1.0);
+                inflight_sum += d.inflight.load(Relaxed);
+                for arm in Arm::ALL {
+                    routed.set(&[mv[0], mv[1], ("arm", arm.label())], d.routed(arm) as f64);
+                }
+            }
+        }
+        model_inflight.set(&[("model", name.as_str())], inflight_sum.max(0) as f64);
+        for (version, arm, share) in traffic_shares(entry) {
+            let label = version.to_string();
+            weight.set(
+                &[("model", name.as_str()), ("version", &label), ("arm", arm.label())],
+                share,
+            );
+        }
+    }
+
+    let mut server_inflight = Family::gauge(
+        "inferd_inflight_requests",
+        "Requests admitted by the server and not yet answered",
+    );
+    server_inflight.set(&[], core.inflight() as f64);
+    let mut state = Family::gauge(
+        "inferd_model_state",
+        "1 for each model version's lifecycle state (a model-wide state has an empty version)",
+    );
+    for (model, version, s) in core.lifecycle() {
+        state.set(&[("model", &model), ("version", &version), ("state", s.label())], 1.0);
+    }
+    let mut load_failures = Family::counter(
+        "inferd_model_load_failures_total",
+        "Model loads that failed, at start or later",
+    );
+    // Every known model has the counter (at 0 until a load fails), so `increase()` sees the first failure.
+    let mut failures = core.load_failures();
+    for name in table.models.keys() {
+        failures.entry(name.clone()).or_default();
+    }
+    for (model, n) in failures {
+        load_failures.set(&[("model", model.as_str())], n as f64);
+    }
+
+    [
+        success,
+        failure,
+        count,
+        exec,
+        request_us,
+        queue_us,
+        input_us,
+        infer_us,
+        output_us,
+        pending,
+        request_s,
+        queue_s,
+        compute_s,
+        batch,
+        depth,
+        server_inflight,
+        model_inflight,
+        instances,
+        busy,
+        state,
+        weight,
+        routed,
+        rollbacks,
+        load_failures,
+    ]
+    .into_iter()
+    .map(|f| f.0)
+    // The text encoder refuses a family without samples.
+    .filter(|f| !f.get_metric().is_empty())
+    .collect()
+}
+
+/// Each version's share of the model's requests: the weighted split (all to the newest version without one)
+/// and the shadow copies' fraction.
+fn traffic_shares(entry: &ModelEntry) -> Vec<(i64, Arm, f64)> {
+    let policy = &entry.traffic;
+    let mut shares = Vec::new();
+    let total: u64 = policy
+        .weights
+        .iter()
+        .filter(|(v, _)| entry.versions.contains_key(v))
+        .map(|(_, w)| *w as u64)
+        .sum();
+    if total > 0 {
+        for (v, w) in &policy.weights {
+            if entry.versions.contains_key(v) {
+                shares.push((*v, Arm::Split, *w as f64 / total as f64));
+            }
+        }
+    } else if let Some(newest) = entry.versions.keys().next_back() {
+        shares.push((*newest, Arm::Split, 1.0));
+    }
+    if let Some(shadow) = &policy.shadow {
+        shares.push((shadow.version, Arm::Shadow, shadow.fraction));
+    }
+    shares
 }
 
 pub fn router(core: Arc<Core>, metrics: Arc<Metrics>) -> axum::Router {
@@ -138,7 +316,7 @@ pub fn router(core: Arc<Core>, metrics: Arc<Metrics>) -> axum::Router {
             let (core, metrics) = (core.clone(), metrics.clone());
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
                     metrics.render(&core),
                 )
             }

@@ -3,6 +3,28 @@ use crate::tensor::Tensor;
 
 /// The header (REST) and metadata key (gRPC) of a request's routing key.
 pub const ROUTING_KEY: &str = "inferd-routing-key";
+/// The header (REST) and metadata key (gRPC) that gives a request its id for logs when the protocol's `id`
+/// is empty (proxies such as Envoy and nginx set it).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The front-end a request came through (a metrics label).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Self::Http, Self::Grpc];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamValue {
@@ -26,6 +48,7 @@ pub struct InferRequest {
     /// Keeps a caller on one version of a weighted split (header or metadata `inferd-routing-key`, or the
     /// request parameter `routing_key`).
     pub routing_key: Option<String>,
+    pub protocol: Protocol,
 }
 
 impl InferRequest {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::Core;
-use crate::stats::{LatencyHistogram, LATENCY_BUCKETS};
+use crate::stats::{HistogramSnapshot, DURATION_BOUNDS_NS};
 
 struct Sample {
     at: Instant,
     done: u64,
     failed: u64,
-    latency: [u64; LATENCY_BUCKETS],
+    /// Successful requests' durations (failures count through the error rate).
+    latency: HistogramSnapshot,
 }
 
 /// Runs until `stop` resolves.
@@ -44,7 +45,7 @@ pub async fn guard(core: Arc<Core>, stop: impl std::future::Future<Output = ()>)
                     at: now,
                     done: s.success.count() + s.fail.count(),
                     failed: s.fail.count(),
-                    latency: s.latency.snapshot(),
+                    latency: s.request_durations(),
                 };
                 let samples = history.entry((name.clone(), g.version)).or_default();
                 let window = Duration::from_secs(g.window_secs.max(1));
@@ -55,9 +56,8 @@ pub async fn guard(core: Arc<Core>, stop: impl std::future::Future<Output = ()>)
                     let requests = sample.done - first.done;
                     if requests >= g.min_requests.max(1) {
                         let error_rate = (sample.failed - first.failed) as f64 / requests as f64;
-                        let delta: [u64; LATENCY_BUCKETS] =
-                            std::array::from_fn(|i| sample.latency[i] - first.latency[i]);
-                        let p99_ms = LatencyHistogram::quantile(&delta, 0.99).as_secs_f64() * 1000.0;
+                        let delta = sample.latency.since(&first.latency);
+                        let p99_ms = delta.quantile(DURATION_BOUNDS_NS, 0.99) as f64 / 1e6;
                         let why = match (g.max_error_rate, g.max_p99_ms) {
                             (Some(max), _) if error_rate > max => Some(format!("error rate {error_rate:.3} > {max}")),
                             (_, Some(max)) if p99_ms > max => Some(format!("p99 {p99_ms:.1} ms > {max} ms")),

@@ -63,7 +63,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             args.max_inflight_requests,
             args.model_control_mode == ModelControlMode::Explicit,
         )
-        .with_admin_token(args.admin_token.clone()),
+        .with_admin_token(args.admin_token.clone())
+        .with_detailed_metrics(args.allow_metrics),
     );
     if args.admin_token.is_none() && args.model_control_mode == ModelControlMode::Explicit {
         tracing::warn!(

@@ -1,9 +1,10 @@
-//! Per-version counters behind Triton's statistics extension (and the Prometheus counters derived from it):
-//! lock-free, updated once per request and once per executed batch.
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+//! Per-version counters behind Triton's statistics extension and the Prometheus metrics derived from them:
+//! lock-free, updated once per request and once per executed batch, read at scrape time.
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proto::{InferBatchStatistics, InferStatistics, StatisticDuration};
+use crate::request::Protocol;
 
 #[derive(Default)]
 pub struct DurationStat {
@@ -37,55 +38,126 @@ impl DurationStat {
     }
 }
 
-/// Request durations in buckets doubling from 50 µs (the last one open-ended): cheap to record, and enough
-/// to read a percentile over a window from two snapshots.
-pub struct LatencyHistogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS],
+/// Duration bucket bounds in nanoseconds: 1-2.5-5 steps from 50 µs to 10 s, fine enough for a sub-millisecond
+/// p50 and coarse enough for a few dozen series per version.
+pub const DURATION_BOUNDS_NS: &[u64] = &[
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Rows per execution, in powers of two up to Triton's largest practical batch.
+pub const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// A lock-free histogram over fixed bounds (the last bucket is open-ended): an observation costs two relaxed
+/// atomic adds, and two snapshots give the distribution over the time between them.
+pub struct Histogram {
+    bounds: &'static [u64],
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
 }
 
-pub const LATENCY_BUCKETS: usize = 19;
+/// Per-bucket (not cumulative) counts, the last one above every bound, and the sum of the values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    pub counts: Vec<u64>,
+    pub sum: u64,
+}
 
-impl Default for LatencyHistogram {
-    fn default() -> Self {
+impl Histogram {
+    pub fn new(bounds: &'static [u64]) -> Self {
         Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn durations() -> Self {
+        Self::new(DURATION_BOUNDS_NS)
+    }
+
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
+    pub fn observe(&self, value: u64) {
+        // Most observations land in the first few buckets, so a linear scan beats a binary search here.
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    pub fn observe_duration(&self, d: Duration) {
+        self.observe(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            sum: self.sum.load(Relaxed),
         }
     }
 }
 
-impl LatencyHistogram {
-    /// Upper bound of bucket `i` (the last is unbounded).
-    pub fn bound(i: usize) -> Duration {
-        if i + 1 >= LATENCY_BUCKETS {
-            Duration::MAX
-        } else {
-            Duration::from_micros(50 << i)
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// What was observed since `earlier`.
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self
+                .counts
+                .iter()
+                .zip(earlier.counts.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+            sum: self.sum.saturating_sub(earlier.sum),
         }
     }
 
-    pub fn record(&self, d: Duration) {
-        let i = (0..LATENCY_BUCKETS)
-            .find(|&i| d <= Self::bound(i))
-            .unwrap_or(LATENCY_BUCKETS - 1);
-        self.buckets[i].fetch_add(1, Relaxed);
+    pub fn add(&mut self, other: &HistogramSnapshot) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
     }
 
-    pub fn snapshot(&self) -> [u64; LATENCY_BUCKETS] {
-        std::array::from_fn(|i| self.buckets[i].load(Relaxed))
-    }
-
-    /// The bucket bound under which `q` (0..1) of the counted requests fall.
-    pub fn quantile(counts: &[u64; LATENCY_BUCKETS], q: f64) -> Duration {
-        let total: u64 = counts.iter().sum();
-        let target = (q * total as f64).ceil() as u64;
+    /// The bound of the bucket under which `q` (0..1) of the observations fall; `u64::MAX` when that is the
+    /// open-ended bucket, 0 when nothing was observed.
+    pub fn quantile(&self, bounds: &[u64], q: f64) -> u64 {
+        let target = ((q * self.count() as f64).ceil() as u64).max(1);
         let mut acc = 0;
-        for (i, c) in counts.iter().enumerate() {
+        for (i, c) in self.counts.iter().enumerate() {
             acc += c;
-            if acc >= target.max(1) {
-                return Self::bound(i);
+            if acc >= target {
+                return bounds.get(i).copied().unwrap_or(u64::MAX);
             }
         }
-        Duration::ZERO
+        0
     }
 }
 
@@ -119,6 +191,27 @@ impl FailReason {
     }
 }
 
+/// How a request reached a version: the weighted split (or the default version), the version named by the
+/// caller, or a shadow copy of a request another version served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arm {
+    Split,
+    Pinned,
+    Shadow,
+}
+
+impl Arm {
+    pub const ALL: [Arm; 3] = [Self::Split, Self::Pinned, Self::Shadow];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Pinned => "pinned",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
 pub struct Stats {
     pub success: DurationStat,
     pub fail: DurationStat,
@@ -132,16 +225,47 @@ pub struct Stats {
     /// Model executions; below `inference_count` when requests are batched together.
     pub execution_count: AtomicU64,
     last_inference_ms: AtomicU64,
-    /// Every request's duration, successful or not.
-    pub latency: LatencyHistogram,
+    /// Successful requests' durations by protocol; the rollback guard reads them too, so they are always kept.
+    request_duration: [Histogram; 2],
     /// Times an automatic rollback took this version out of its model's split.
     pub rollbacks: AtomicU64,
     /// Indexed by batch size (rows); sized to the model's max batch.
     by_batch_size: Vec<BatchSizeStats>,
+    /// What only the metrics port reads; not kept with `--allow-metrics false`.
+    detail: Option<Detail>,
+}
+
+/// The metrics-only part of a version's statistics.
+pub struct Detail {
+    pub queue_duration: Histogram,
+    /// Input, inference and output time of each execution.
+    pub compute_duration: Histogram,
+    pub batch_size: Histogram,
+    /// Requests routed to this version and not yet answered.
+    pub inflight: AtomicI64,
+    routed: [AtomicU64; 3],
+}
+
+impl Detail {
+    pub fn routed(&self, arm: Arm) -> u64 {
+        self.routed[arm as usize].load(Relaxed)
+    }
+}
+
+/// Counts a request in flight on a version until dropped.
+pub struct InFlight<'a>(Option<&'a AtomicI64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.0 {
+            n.fetch_sub(1, Relaxed);
+        }
+    }
 }
 
 impl Stats {
-    pub fn new(max_batch: usize) -> Self {
+    /// `detailed`: keep the metrics-only histograms and gauges as well.
+    pub fn new(max_batch: usize, detailed: bool) -> Self {
         Self {
             success: Default::default(),
             fail: Default::default(),
@@ -153,25 +277,63 @@ impl Stats {
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
-            latency: LatencyHistogram::default(),
+            request_duration: [Histogram::durations(), Histogram::durations()],
             rollbacks: AtomicU64::new(0),
             by_batch_size: (0..=max_batch.max(1)).map(|_| BatchSizeStats::default()).collect(),
+            detail: detailed.then(|| Detail {
+                queue_duration: Histogram::durations(),
+                compute_duration: Histogram::durations(),
+                batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
+                inflight: AtomicI64::new(0),
+                routed: Default::default(),
+            }),
         }
     }
 
-    pub fn record_success(&self, elapsed: Duration) {
+    pub fn detail(&self) -> Option<&Detail> {
+        self.detail.as_ref()
+    }
+
+    /// A request routed here by `arm`; it counts as in flight until the returned guard drops.
+    pub fn start_request(&self, arm: Arm) -> InFlight<'_> {
+        InFlight(self.detail.as_ref().map(|d| {
+            d.routed[arm as usize].fetch_add(1, Relaxed);
+            d.inflight.fetch_add(1, Relaxed);
+            &d.inflight
+        }))
+    }
+
+    pub fn record_success(&self, protocol: Protocol, elapsed: Duration) {
         self.success.add(elapsed);
-        self.latency.record(elapsed);
+        self.request_duration[protocol as usize].observe_duration(elapsed);
     }
 
     pub fn record_failure(&self, reason: FailReason, elapsed: Duration) {
         self.fail.add(elapsed);
-        self.latency.record(elapsed);
         self.fail_by_reason[reason as usize].fetch_add(1, Relaxed);
     }
 
     pub fn failures(&self, reason: FailReason) -> u64 {
         self.fail_by_reason[reason as usize].load(Relaxed)
+    }
+
+    pub fn request_duration(&self, protocol: Protocol) -> &Histogram {
+        &self.request_duration[protocol as usize]
+    }
+
+    /// Successful requests' durations over both protocols.
+    pub fn request_durations(&self) -> HistogramSnapshot {
+        let mut all = self.request_duration[0].snapshot();
+        all.add(&self.request_duration[1].snapshot());
+        all
+    }
+
+    /// A request left the queue after `waited`.
+    pub fn record_queue(&self, waited: Duration) {
+        self.queue.add(waited);
+        if let Some(d) = &self.detail {
+            d.queue_duration.observe_duration(waited);
+        }
     }
 
     /// One executed batch of `rows` rows; each request in it is charged the batch's compute time, as Triton does.
@@ -185,6 +347,10 @@ impl Stats {
             b.compute_input.add(input);
             b.compute_infer.add(infer);
             b.compute_output.add(output);
+        }
+        if let Some(d) = &self.detail {
+            d.compute_duration.observe_duration(input + infer + output);
+            d.batch_size.observe(rows as u64);
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -230,18 +396,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_histogram_reads_a_percentile_back() {
-        let h = LatencyHistogram::default();
+    fn a_histogram_reads_a_percentile_back_over_a_window() {
+        let h = Histogram::durations();
+        h.observe_duration(Duration::from_secs(20));
+        let before = h.snapshot();
         for _ in 0..98 {
-            h.record(Duration::from_micros(80));
+            h.observe_duration(Duration::from_micros(80));
         }
-        h.record(Duration::from_millis(30));
-        h.record(Duration::from_millis(30));
-        let counts = h.snapshot();
-        assert_eq!(LatencyHistogram::quantile(&counts, 0.5), Duration::from_micros(100));
+        h.observe_duration(Duration::from_millis(30));
+        h.observe_duration(Duration::from_millis(30));
+        let window = h.snapshot().since(&before);
+        assert_eq!(window.count(), 100);
+        assert_eq!(window.quantile(DURATION_BOUNDS_NS, 0.5), 100_000);
+        assert_eq!(window.quantile(DURATION_BOUNDS_NS, 0.99), 50_000_000);
         assert_eq!(
-            LatencyHistogram::quantile(&counts, 0.99),
-            Duration::from_micros(50 << 10)
+            h.snapshot().quantile(DURATION_BOUNDS_NS, 1.0),
+            u64::MAX,
+            "20 s is above every bound"
         );
+    }
+
+    #[test]
+    fn values_on_a_bound_fall_in_that_bucket() {
+        let h = Histogram::new(BATCH_SIZE_BOUNDS);
+        for rows in [1, 2, 3, 4, 2000] {
+            h.observe(rows);
+        }
+        let s = h.snapshot();
+        assert_eq!(&s.counts[..3], &[1, 1, 2]);
+        assert_eq!(*s.counts.last().unwrap(), 1);
+        assert_eq!(s.sum, 2010);
+    }
+
+    #[test]
+    fn without_detail_only_the_protocol_statistics_are_kept() {
+        let s = Stats::new(8, false);
+        let _guard = s.start_request(Arm::Split);
+        s.record_queue(Duration::from_micros(5));
+        s.record_execution(4, 2, Duration::ZERO, Duration::from_micros(10), Duration::ZERO);
+        assert!(s.detail().is_none());
+        assert_eq!(s.queue.count(), 1);
+        assert_eq!(s.execution_count.load(Relaxed), 1);
     }
 }

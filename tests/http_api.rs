@@ -433,13 +433,8 @@ async fn metrics_report_triton_counters_per_model() {
     assert_eq!(status, 200);
     let n = success_count("simple").await;
     assert!(n >= 1);
-    let text = scrape(&server().metrics).await;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("nv_inference_request_success{") && l.contains("model=\"simple\""))
-        .unwrap_or_else(|| panic!("no success counter for simple in:\n{text}"));
-    let value: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(value >= 1);
-    assert!(text.contains("nv_inference_exec_count{model=\"mlp\",version=\"1\"}"));
-    assert!(text.contains("process_resident_memory_bytes"));
+    let m = scrape_parsed(&server().metrics).await;
+    assert!(m.value("nv_inference_request_success", &[("model", "simple"), ("version", "1")]) >= 1.0);
+    assert!(m.has("nv_inference_exec_count", &[("model", "mlp"), ("version", "1")]));
+    assert!(m.has("process_resident_memory_bytes", &[]));
 }

@@ -173,9 +173,14 @@ async fn a_failed_reload_leaves_the_serving_version_in_place() {
         simple["reason"].as_str().unwrap().contains("the last load failed"),
         "{simple}"
     );
-    assert!(scrape(&s.metrics)
-        .await
-        .contains("inferd_model_load_failures_total{model=\"simple\"} 1"));
+    let m = scrape_parsed(&s.metrics).await;
+    assert_eq!(m.value("inferd_model_load_failures_total", &[("model", "simple")]), 1.0);
+    let failed = [("model", "simple"), ("version", ""), ("state", "failed")];
+    assert_eq!(
+        m.value("inferd_model_state", &failed),
+        1.0,
+        "a failed reload beside the serving version"
+    );
 }
 
 #[tokio::test]

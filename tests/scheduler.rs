@@ -317,11 +317,9 @@ async fn a_request_whose_client_went_away_never_runs() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = stats(&s, "slow").await;
     assert_eq!(count(&st, "inference_count"), 1, "only the busy request ran");
-    let metrics = scrape(&s.metrics).await;
-    assert!(
-        metrics.contains("nv_inference_request_failure{model=\"slow\",reason=\"CANCELED\",version=\"1\"} 2"),
-        "{metrics}"
-    );
+    let m = scrape_parsed(&s.metrics).await;
+    let canceled = [("model", "slow"), ("version", "1"), ("reason", "CANCELED")];
+    assert_eq!(m.value("nv_inference_request_failure", &canceled), 2.0, "{}", m.text);
 }
 
 #[tokio::test]

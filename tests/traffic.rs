@@ -274,9 +274,7 @@ async fn a_canary_that_breaches_its_guard_is_rolled_back_by_itself() {
     for _ in 0..10 {
         assert_eq!(served_by(&s, "/v2/models/ab/infer", None, json!({})).await, "1");
     }
-    let metrics = scrape(&s.metrics).await;
-    assert!(
-        metrics.contains("inferd_rollbacks_total{model=\"ab\",version=\"2\"} 1"),
-        "{metrics}"
-    );
+    let m = scrape_parsed(&s.metrics).await;
+    let canary = [("model", "ab"), ("version", "2")];
+    assert_eq!(m.value("inferd_rollbacks_total", &canary), 1.0, "{}", m.text);
 }

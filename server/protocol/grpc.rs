@@ -11,10 +11,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc_tensors::{decode_request, encode_response};
 use crate::core::Core;
-use crate::error::InferError;
+use crate::error::{InferError, InferResult};
 use crate::proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use crate::proto::*;
-use crate::request::ROUTING_KEY;
+use crate::request::{InferRequest, Protocol, REQUEST_ID, ROUTING_KEY};
+use crate::request_log;
 
 pub struct GrpcService {
     core: Arc<Core>,
@@ -26,12 +27,42 @@ pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcInferenceServic
         .max_encoding_message_size(max_message_bytes)
 }
 
-/// The routing key a call carries in its metadata, if any.
-fn routing_key<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get(ROUTING_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// What a call's metadata adds to its requests: a routing key and a request id for logs.
+#[derive(Clone, Default)]
+struct Transport {
+    routing_key: Option<String>,
+    request_id: Option<String>,
+}
+
+impl Transport {
+    fn of<T>(req: &Request<T>) -> Self {
+        let get = |key: &str| {
+            req.metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Self {
+            routing_key: get(ROUTING_KEY),
+            request_id: get(REQUEST_ID),
+        }
+    }
+
+    /// Decodes one request of the call; one that cannot be decoded is logged and refused.
+    fn decode(&self, msg: ModelInferRequest) -> InferResult<InferRequest> {
+        let mut request = decode_request(msg).map_err(|u| {
+            let id = Some(u.id.as_str())
+                .filter(|i| !i.is_empty())
+                .or(self.request_id.as_deref());
+            request_log::undecodable(Protocol::Grpc, &u.model, id, &u.error);
+            u.error
+        })?;
+        request.routing_key = self.routing_key.clone();
+        if request.id.is_empty() {
+            request.id = self.request_id.clone().unwrap_or_default();
+        }
+        Ok(request)
+    }
 }
 
 /// The `authorization` metadata of a call, for admin RPCs.
@@ -85,9 +116,7 @@ impl GrpcInferenceService for GrpcService {
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let routing_key = routing_key(&req);
-        let mut request = decode_request(req.into_inner())?;
-        request.routing_key = routing_key;
+        let request = Transport::of(&req).decode(req.into_inner())?;
         let response = self.core.infer(request).await?;
         Ok(Response::new(encode_response(response)))
     }
@@ -100,21 +129,18 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<StreamResponses>, Status> {
-        let key = routing_key(&req);
+        let transport = Transport::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let core = self.core.clone();
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
                 let Ok(request) = next else { break };
-                let (core, tx, key) = (core.clone(), tx.clone(), key.clone());
+                let (core, tx, transport) = (core.clone(), tx.clone(), transport.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
-                    let result = match decode_request(request) {
-                        Ok(mut r) => {
-                            r.routing_key = key;
-                            core.infer(r).await
-                        }
+                    let result = match transport.decode(request) {
+                        Ok(r) => core.infer(r).await,
                         Err(e) => Err(e),
                     };
                     let message = match result {

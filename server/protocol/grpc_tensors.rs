@@ -10,7 +10,7 @@ use crate::proto::{
     infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents, ModelInferRequest,
     ModelInferResponse,
 };
-use crate::request::{InferRequest, InferResponse, ParamValue};
+use crate::request::{InferRequest, InferResponse, ParamValue, Protocol};
 use crate::tensor::{push_bytes_element, DataType, Tensor};
 
 fn parameters(map: HashMap<String, InferParameter>) -> Vec<(String, ParamValue)> {
@@ -72,18 +72,57 @@ fn typed_contents(c: &InferTensorContents, datatype: DataType, name: &str) -> In
     })
 }
 
-pub fn decode_request(req: ModelInferRequest) -> InferResult<InferRequest> {
-    let raw = req.raw_input_contents;
-    if !raw.is_empty() && raw.len() != req.inputs.len() {
+/// A request whose tensors could not be decoded, with the model and id it named (for its log line).
+#[derive(Debug)]
+pub struct Undecodable {
+    pub model: String,
+    pub id: String,
+    pub error: InferError,
+}
+
+pub fn decode_request(req: ModelInferRequest) -> Result<InferRequest, Undecodable> {
+    let ModelInferRequest {
+        model_name,
+        model_version,
+        id,
+        parameters: params,
+        inputs,
+        outputs,
+        raw_input_contents,
+    } = req;
+    match decode_inputs(inputs, raw_input_contents) {
+        Ok(inputs) => Ok(InferRequest {
+            id,
+            model: model_name,
+            version: Some(model_version).filter(|v| !v.is_empty()),
+            inputs,
+            outputs: outputs.into_iter().map(|o| o.name).collect(),
+            parameters: parameters(params),
+            routing_key: None,
+            protocol: Protocol::Grpc,
+        }),
+        Err(error) => Err(Undecodable {
+            model: model_name,
+            id,
+            error,
+        }),
+    }
+}
+
+fn decode_inputs(
+    inputs: Vec<crate::proto::model_infer_request::InferInputTensor>,
+    raw: Vec<Bytes>,
+) -> InferResult<Vec<Tensor>> {
+    if !raw.is_empty() && raw.len() != inputs.len() {
         return Err(InferError::invalid(format!(
             "expected {} raw_input_contents (one per input), got {}",
-            req.inputs.len(),
+            inputs.len(),
             raw.len()
         )));
     }
     let mut raw = raw.into_iter();
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for input in req.inputs {
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for input in inputs {
         let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
             InferError::invalid(format!(
                 "input '{}' has unknown datatype '{}'",
@@ -101,22 +140,14 @@ pub fn decode_request(req: ModelInferRequest) -> InferResult<InferRequest> {
             (None, Some(c)) => Bytes::from(typed_contents(c, datatype, &input.name)?),
             (None, None) => return Err(InferError::invalid(format!("input '{}' has no data", input.name))),
         };
-        inputs.push(Tensor {
+        tensors.push(Tensor {
             name: input.name,
             datatype,
             shape: input.shape,
             data,
         });
     }
-    Ok(InferRequest {
-        id: req.id,
-        model: req.model_name,
-        version: Some(req.model_version).filter(|v| !v.is_empty()),
-        inputs,
-        outputs: req.outputs.into_iter().map(|o| o.name).collect(),
-        parameters: parameters(req.parameters),
-        routing_key: None,
-    })
+    Ok(tensors)
 }
 
 pub fn encode_response(resp: InferResponse) -> ModelInferResponse {
@@ -186,6 +217,7 @@ mod tests {
         };
         assert!(decode_request(req)
             .unwrap_err()
+            .error
             .to_string()
             .contains("expected 2 raw_input_contents"));
     }

@@ -13,7 +13,8 @@ use super::binary::{decode_request, encode_response, HEADER_LENGTH};
 use crate::core::Core;
 use crate::error::{InferError, InferResult};
 use crate::repository::config::to_json;
-use crate::request::ROUTING_KEY;
+use crate::request::{Protocol, REQUEST_ID, ROUTING_KEY};
+use crate::request_log;
 use crate::traffic::TrafficPolicy;
 
 #[derive(Deserialize)]
@@ -106,22 +107,25 @@ async fn infer(
     headers: HeaderMap,
     body: Bytes,
 ) -> InferResult<Response> {
-    let header_length = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or_else(|| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer"))?,
-        ),
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header_length = match header(HEADER_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer")),
     };
-    let mut decoded = decode_request(&body, header_length)?;
-    decoded.request.model = p.model;
-    decoded.request.version = p.version;
-    decoded.request.routing_key = headers
-        .get(ROUTING_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let mut decoded = header_length
+        .and_then(|len| decode_request(&body, len))
+        .inspect_err(|e| request_log::undecodable(Protocol::Http, &p.model, header(REQUEST_ID), e))?;
+    let request = &mut decoded.request;
+    request.model = p.model;
+    request.version = p.version;
+    request.routing_key = header(ROUTING_KEY).map(str::to_string);
+    if request.id.is_empty() {
+        request.id = header(REQUEST_ID).unwrap_or_default().to_string();
+    }
     let response = core.infer(decoded.request).await?;
     let (body, json_len) = encode_response(&response, &decoded.binary, decoded.binary_default);
     let mut resp = body.into_response();

@@ -206,7 +206,8 @@ pub fn prepare_config(
 }
 
 /// Starts one version: its instances (each its own session) and its scheduler.
-pub fn load_version(prepared: &Prepared, version: i64, file: &Path) -> Result<LoadedVersion, String> {
+/// `detailed`: keep the metrics-only statistics too.
+pub fn load_version(prepared: &Prepared, version: i64, file: &Path, detailed: bool) -> Result<LoadedVersion, String> {
     if !file.is_file() {
         return Err(format!("version {version}: model file {} not found", file.display()));
     }
@@ -216,7 +217,7 @@ pub fn load_version(prepared: &Prepared, version: i64, file: &Path) -> Result<Lo
         .collect::<Result<Vec<_>, BackendError>>()
         .map_err(|e| format!("version {version}: {e}"))?;
     let policy = BatchPolicy::from_config(&prepared.config);
-    let stats = Arc::new(Stats::new(policy.max_batch_size));
+    let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
     let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
     Ok(LoadedVersion {
         version,

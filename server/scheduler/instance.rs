@@ -101,7 +101,7 @@ impl Worker {
     fn execute(&mut self, jobs: &mut Vec<Job>, rows: usize) {
         let start = Instant::now();
         for job in jobs.iter() {
-            self.stats.queue.add(start.duration_since(job.enqueued));
+            self.stats.record_queue(start.duration_since(job.enqueued));
         }
         match self.guarded(jobs, rows, start) {
             Ok(results) => {

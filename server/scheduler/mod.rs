@@ -85,6 +85,16 @@ struct Shared {
     spec: Arc<ModelSpec>,
     stats: Arc<Stats>,
     order: order::Order,
+    instances: usize,
+}
+
+/// A moment's view of a version's queue and instances.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub queued: usize,
+    pub instances: usize,
+    /// Instances running a batch (or forming one), as opposed to waiting for work.
+    pub busy: usize,
 }
 
 pub struct Scheduler {
@@ -105,6 +115,7 @@ impl Scheduler {
             policy,
             spec,
             stats,
+            instances: instances.len(),
         });
         for (i, instance) in instances.into_iter().enumerate() {
             let worker = instance::Worker::new(shared.clone(), instance);
@@ -150,7 +161,16 @@ impl Scheduler {
 
     /// Requests waiting for an instance.
     pub fn queue_depth(&self) -> usize {
-        self.shared.queue.lock().map(|q| q.len()).unwrap_or(0)
+        self.load().queued
+    }
+
+    pub fn load(&self) -> Load {
+        let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+        Load {
+            queued: q.len(),
+            instances: self.shared.instances,
+            busy: self.shared.instances.saturating_sub(q.idle),
+        }
     }
 }
 

@@ -179,3 +179,59 @@ pub fn random_f32(seed: u64, n: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A metrics page read with a real Prometheus text-format parser.
+pub struct Scraped {
+    pub text: String,
+    pub page: prometheus_parse::Scrape,
+}
+
+pub async fn scrape_parsed(metrics: &str) -> Scraped {
+    let text = scrape(metrics).await;
+    let page = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
+    Scraped { text, page }
+}
+
+impl Scraped {
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a prometheus_parse::Sample> + 'a {
+        self.page
+            .samples
+            .iter()
+            .filter(move |s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    }
+
+    /// The sum of a counter's or gauge's samples whose labels include `labels` (0 when there are none).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value::*;
+        self.matching(name, labels)
+            .map(|s| match s.value {
+                Counter(v) | Gauge(v) | Untyped(v) => v,
+                _ => panic!("{name} is not a counter or gauge"),
+            })
+            .sum()
+    }
+
+    /// Whether any sample of `name` has labels including `labels`.
+    pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.matching(name, labels).next().is_some()
+    }
+
+    /// A histogram's cumulative buckets (upper bound, count), `+Inf` last; exactly one series must match.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+        let series: Vec<_> = self.matching(name, labels).collect();
+        assert_eq!(series.len(), 1, "one {name} series with {labels:?}");
+        match &series[0].value {
+            prometheus_parse::Value::Histogram(b) => b.iter().map(|c| (c.less_than, c.count)).collect(),
+            _ => panic!("{name} is not a histogram"),
+        }
+    }
+
+    /// Metric family names on the page (from their HELP lines).
+    pub fn families(&self) -> std::collections::BTreeSet<String> {
+        self.page.docs.keys().cloned().collect()
+    }
+}
