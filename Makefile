@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-metrics fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -20,10 +20,16 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --locked
 	$(CARGO) build --locked --bin inferd
+	# The GPU build (discovery and NVML metrics) compiles without any CUDA file.
+	$(CARGO) check --locked --features cuda --lib --bins
 	.venv/bin/python -m pytest -q tests/interop
 
 bench: setup
 	scripts/bench.sh
+
+# Metrics on against --allow-metrics false, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of metrics").
+bench-metrics: build
+	scripts/bench_metrics.py
 
 clean:
 	$(CARGO) clean

@@ -491,7 +491,7 @@ async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant)
     // Triton's request parameters: `priority` (1 is highest; 0 or absent means the model's default) and
     // `timeout` in microseconds, where the model's queue policy allows overriding its default.
     let policy = version.scheduler.policy();
-    let level = match unsigned(&req, "priority")? {
+    let level = match unsigned(req, "priority")? {
         None | Some(0) => policy.default_priority,
         Some(p) if (p as usize) <= policy.levels.len() => p as usize,
         Some(p) => {
@@ -503,7 +503,7 @@ async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant)
         }
     } - 1;
     let queue_policy = &policy.levels[level];
-    let timeout = match unsigned(&req, "timeout")? {
+    let timeout = match unsigned(req, "timeout")? {
         Some(us) if queue_policy.allow_timeout_override => Some(std::time::Duration::from_micros(us)),
         _ => queue_policy.default_timeout,
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod control;
 pub mod core;
 pub mod error;
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -117,6 +117,7 @@ impl Metrics {
 
     pub fn render(&self, core: &Core) -> String {
         let mut families = model_families(core);
+        families.extend(gpu_families());
         families.extend(self.process.gather());
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&families, &mut out);
@@ -209,7 +210,7 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
                 queue_s.observe(&mv, &d.queue_duration.snapshot(), DURATION_BOUNDS_NS, NS);
                 compute_s.observe(&mv, &d.compute_duration.snapshot(), DURATION_BOUNDS_NS, NS);
                 batch.observe(&mv, &d.batch_size.snapshot(), d.batch_size.bounds(), 1.0);
-                inflight_sum += d.inflight.load(Relaxed);
+                inflight_sum += d.inflight();
                 for arm in Arm::ALL {
                     routed.set(&[mv[0], mv[1], ("arm", arm.label())], d.routed(arm) as f64);
                 }
@@ -283,6 +284,27 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
     .collect()
 }
 
+/// Triton's GPU gauges, one series per GPU by uuid; none without a GPU (or without the `cuda` feature).
+fn gpu_families() -> Vec<MetricFamily> {
+    let gpus = crate::gpu::gpus();
+    let mut util = Family::gauge("nv_gpu_utilization", "GPU utilization rate (0.0 - 1.0)");
+    let mut used = Family::gauge("nv_gpu_memory_used_bytes", "GPU used memory, in bytes");
+    let mut total = Family::gauge("nv_gpu_memory_total_bytes", "GPU total memory, in bytes");
+    let mut power = Family::gauge("nv_gpu_power_usage", "GPU power usage, in watts");
+    for g in &gpus {
+        let labels = [("gpu_uuid", g.uuid.as_str())];
+        util.set(&labels, g.utilization);
+        used.set(&labels, g.memory_used_bytes as f64);
+        total.set(&labels, g.memory_total_bytes as f64);
+        power.set(&labels, g.power_watts);
+    }
+    [util, used, total, power]
+        .into_iter()
+        .map(|f| f.0)
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}
+
 /// Each version's share of the model's requests: the weighted split (all to the newest version without one)
 /// and the shadow copies' fraction.
 fn traffic_shares(entry: &ModelEntry) -> Vec<(i64, Arm, f64)> {
@@ -315,10 +337,11 @@ pub fn router(core: Arc<Core>, metrics: Arc<Metrics>) -> axum::Router {
         axum::routing::get(move || {
             let (core, metrics) = (core.clone(), metrics.clone());
             async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-                    metrics.render(&core),
-                )
+                // NVML reads can take milliseconds; keep them off the async workers.
+                let text = tokio::task::spawn_blocking(move || metrics.render(&core))
+                    .await
+                    .unwrap_or_default();
+                ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text)
             }
         }),
     )

@@ -71,6 +71,14 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             "admin endpoints (repository load/unload) are open: set --admin-token to require a bearer token"
         );
     }
+    match crate::gpu::unavailable_reason() {
+        None => {
+            for g in crate::gpu::gpus() {
+                tracing::info!(gpu = g.index, uuid = %g.uuid, "GPU {}: {} ({} MiB)", g.index, g.name, g.memory_total_bytes >> 20);
+            }
+        }
+        Some(why) => tracing::info!("no GPU in use: {why}"),
+    }
     let poll_baseline =
         (args.model_control_mode == ModelControlMode::Poll).then(|| crate::watch::snapshot(&args.model_repositories));
     let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);

@@ -84,7 +84,7 @@ pub fn validate(spec: &ModelSpec, tensors: Vec<Tensor>) -> InferResult<Validated
         })?;
         match t.datatype.size() {
             Some(size) => {
-                let expected_bytes = elements.checked_mul(size).unwrap_or(usize::MAX);
+                let expected_bytes = elements.saturating_mul(size);
                 if t.data.len() != expected_bytes {
                     return Err(InferError::invalid(format!(
                         "input byte size mismatch for input '{}' for model '{model}'. Expected {expected_bytes}, got {}",

@@ -180,7 +180,7 @@ async fn typed_bytes_contents_work_for_string_models() {
 #[tokio::test]
 async fn statistics_rpc_counts_what_was_served() {
     let mut c = grpc(server()).await;
-    let count = |r: ModelStatisticsResponse| r.model_stats[0].inference_stats.clone().unwrap().success.unwrap().count;
+    let count = |r: ModelStatisticsResponse| r.model_stats[0].inference_stats.unwrap().success.unwrap().count;
     let stats_req = || ModelStatisticsRequest {
         name: "identity_fp64".into(),
         version: String::new(),

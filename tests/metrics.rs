@@ -104,7 +104,7 @@ async fn counters_and_histograms_count_exactly_the_requests_sent() {
     let rows = m.value("nv_inference_count", &mv);
     let executions = m.value("nv_inference_exec_count", &mv);
     assert_eq!(rows, (15 * 2 + 5) as f64);
-    assert!(executions >= 1.0 && executions <= 20.0);
+    assert!((1.0..=20.0).contains(&executions));
     assert!(m.value("nv_inference_request_duration_us", &mv) > 0.0);
     assert!(m.value("nv_inference_compute_infer_duration_us", &mv) > 0.0);
 
@@ -351,6 +351,7 @@ fn a_failed_request_is_logged_once_as_json_with_its_id_and_reason() {
         assert_eq!(resp.status(), 400);
     });
     let _ = child.kill();
+    let _ = child.wait();
     let failures: Vec<Value> = lines
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str::<Value>(&l).ok())

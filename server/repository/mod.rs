@@ -114,7 +114,7 @@ fn version_dirs(dir: &Path) -> Vec<(i64, PathBuf)> {
             ))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions
 }
 
