@@ -22,6 +22,8 @@ test: setup
 	$(CARGO) build --locked --bin inferd
 	# The GPU build (discovery and NVML metrics) compiles without any CUDA file.
 	$(CARGO) check --locked --features cuda --lib --bins
+	# ONNX files on candle (its build compiles ONNX's proto with the vendored protoc).
+	PROTOC=$$(scripts/protoc-path.sh) $(CARGO) test --locked --features candle-onnx --test candle_onnx
 	.venv/bin/python -m pytest -q tests/interop
 
 bench: setup

@@ -9,7 +9,9 @@ Deterministic and idempotent: the same inputs always give byte-identical files,
 and files whose content is unchanged are not rewritten.
 """
 
+import json
 import os
+import struct
 import sys
 
 import numpy as np
@@ -209,6 +211,41 @@ def mlp_onnx():
     return make_model(graph)
 
 
+def safetensors_bytes(tensors):
+    """The safetensors format: a little-endian u64 header length, a JSON header (name -> dtype, shape, byte
+    offsets), then the raw little-endian data."""
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        data = np.ascontiguousarray(array, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def mlp_candle():
+    """The ONNX MLP's twin for the candle backend: the same weights, in safetensors with mlp.json."""
+    w1, b1, w2, b2 = mlp_weights()
+    d = os.path.join(ROOT, "mlp_candle")
+    weights = {"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": w2, "fc2.bias": b2}
+    write_if_changed(os.path.join(d, "1", "model.safetensors"), safetensors_bytes(weights))
+    layers = {
+        "input": "INPUT",
+        "output": "OUTPUT",
+        "layers": [
+            {"weight": "fc1.weight", "bias": "fc1.bias", "activation": "relu"},
+            {"weight": "fc2.weight", "bias": "fc2.bias"},
+        ],
+    }
+    write_if_changed(os.path.join(d, "1", "mlp.json"), json.dumps(layers, indent=2) + "\n")
+    cfg = mlp_config().replace('name: "mlp"', 'name: "mlp_candle"').replace(
+        'platform: "onnxruntime_onnx"', 'backend: "candle"'
+    )
+    write_if_changed(os.path.join(d, "config.pbtxt"), cfg)
+
+
 def mlp_config():
     return config(
         "mlp",
@@ -318,6 +355,7 @@ def generate():
     mlp = mlp_onnx()
     save("mlp", mlp, mlp_config())
     save("mlp_autoconf", mlp, None)  # no config.pbtxt: must be auto-completed
+    mlp_candle()
     for tname, elem_type, _ in DATATYPES:
         save(*identity_model(tname, elem_type), root=TEST_ROOT)
     slow = slow_onnx()

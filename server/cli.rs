@@ -104,7 +104,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub onnxruntime_library: Option<PathBuf>,
     /// Threads ONNX Runtime uses inside one model execution, unless a model's config sets
-    /// `intra_op_thread_count`. Instances run on their own threads besides.
+    /// `intra_op_thread_count`; candle's threads (RAYON_NUM_THREADS, unless set). Instances run on their own
+    /// threads besides.
     #[arg(long, env = "INFERD_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 

@@ -15,12 +15,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let Cli {
         command: Command::Serve(args),
     } = Cli::parse();
     init_logging(args.log_format);
+    // candle sizes its thread pool from RAYON_NUM_THREADS (all cores by default, several times slower on a
+    // shared machine); set it before any thread starts, unless the user already has.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", args.intra_op_threads.max(1).to_string());
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.runtime_threads > 0 {
+        runtime.worker_threads(args.runtime_threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn serve(args: inferd::cli::ServeArgs) -> anyhow::Result<()> {
     let mut server = inferd::server::start(args).await?;
     let listening =
         |name: &str, addr: Option<std::net::SocketAddr>| addr.map(|a| format!("{name} {a}")).unwrap_or_default();

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::backend::candle::CandleBackend;
 use crate::backend::ort::{find_library, OrtBackend};
 use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
@@ -43,6 +44,11 @@ async fn serve_axum(
     app: axum::Router,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    use axum::serve::ListenerExt;
+    // Small responses go out at once rather than waiting on Nagle's algorithm for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await
@@ -53,7 +59,7 @@ async fn serve_axum(
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort)];
+    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
     let core = Arc::new(
         Core::new(
             args.id.clone(),
@@ -107,11 +113,17 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let listener = bind(SocketAddr::new(args.grpc_address, args.grpc_port), "gRPC").await?;
         grpc_addr = Some(listener.local_addr()?);
         let svc = grpc::service(core.clone(), args.grpc_max_message_bytes);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // With its own incoming stream tonic leaves TCP_NODELAY alone; without it a response written in two parts
+        // (headers, then a data frame) waits ~40 ms on the client's delayed ACK.
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+            if let Ok(tcp) = &conn {
+                let _ = tcp.set_nodelay(true);
+            }
+            conn
+        });
         let stop = signal(&rx);
         tasks.spawn(async move {
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await

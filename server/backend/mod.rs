@@ -1,6 +1,7 @@
 //! The one seam between serving and model execution. A `Backend` inspects model files and creates
 //! instances; an `Instance` executes whole batches on its own thread. Nothing above this trait knows which
 //! runtime (ONNX Runtime, candle; CPU or CUDA) does the work.
+pub mod candle;
 pub mod ort;
 
 use std::path::Path;

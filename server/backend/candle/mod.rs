@@ -1,0 +1,121 @@
+//! The candle backend: models described by safetensors weights and a small JSON beside them, run by
+//! Hugging Face's candle in-process. Which architecture a version folder holds is read from its files:
+//! `mlp.json` for the MLP family, `config.json` + `tokenizer.json` for a BERT-family sentence-embedding
+//! model (sentence-transformers layout); a `.onnx` file goes to candle-onnx (feature `candle-onnx`). CPU here; candle's own threads follow `RAYON_NUM_THREADS`, which the
+//! server sets from `--intra-op-threads` unless it is already set.
+mod mlp;
+#[cfg(feature = "candle-onnx")]
+mod onnx;
+mod sentence;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::{Backend, BackendError, DeclaredIo, Instance};
+use crate::model::ModelSpec;
+use crate::proto::ModelConfig;
+
+pub use mlp::MlpConfig;
+
+#[derive(Default)]
+pub struct CandleBackend;
+
+impl CandleBackend {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+/// What a version folder holds, judged by the files beside the weights.
+enum Architecture {
+    Mlp,
+    SentenceEmbedding,
+    #[cfg(feature = "candle-onnx")]
+    Onnx,
+}
+
+fn architecture(model_file: &Path) -> Result<Architecture, BackendError> {
+    let dir = model_file.parent().unwrap_or(Path::new("."));
+    if model_file.extension().is_some_and(|e| e == "onnx") {
+        #[cfg(feature = "candle-onnx")]
+        return Ok(Architecture::Onnx);
+        #[cfg(not(feature = "candle-onnx"))]
+        return Err(BackendError::Load(format!(
+            "{}: this build runs ONNX files on ONNX Runtime only (backend \"onnxruntime\"); build with \
+             --features candle-onnx to run them on candle",
+            model_file.display()
+        )));
+    }
+    if dir.join(mlp::CONFIG_FILE).is_file() {
+        Ok(Architecture::Mlp)
+    } else if dir.join("config.json").is_file() && dir.join("tokenizer.json").is_file() {
+        Ok(Architecture::SentenceEmbedding)
+    } else {
+        Err(BackendError::Load(format!(
+            "{}: the candle backend needs {} (an MLP) or config.json and tokenizer.json (a BERT sentence-embedding \
+             model) beside the weights",
+            dir.display(),
+            mlp::CONFIG_FILE
+        )))
+    }
+}
+
+impl Backend for CandleBackend {
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn platform(&self) -> &'static str {
+        "candle"
+    }
+
+    fn default_model_filename(&self) -> &'static str {
+        "model.safetensors"
+    }
+
+    fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError> {
+        match architecture(model_file)? {
+            Architecture::Mlp => mlp::declared(model_file),
+            Architecture::SentenceEmbedding => sentence::declared(model_file),
+            #[cfg(feature = "candle-onnx")]
+            Architecture::Onnx => onnx::declared(model_file),
+        }
+    }
+
+    fn instantiate(
+        &self,
+        model_file: &Path,
+        spec: &ModelSpec,
+        _config: &ModelConfig,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        let device = Device::Cpu;
+        Ok(match architecture(model_file)? {
+            Architecture::Mlp => Box::new(mlp::MlpInstance::load(model_file, spec, device)?),
+            Architecture::SentenceEmbedding => Box::new(sentence::SentenceInstance::load(model_file, spec, device)?),
+            #[cfg(feature = "candle-onnx")]
+            Architecture::Onnx => Box::new(onnx::OnnxInstance::load(model_file, spec, device)?),
+        })
+    }
+}
+
+/// A candle error while loading `what`.
+fn load_error(what: &Path) -> impl Fn(candle_core::Error) -> BackendError + '_ {
+    move |e| BackendError::Load(format!("cannot load {}: {e}", what.display()))
+}
+
+fn execute_error(e: candle_core::Error) -> BackendError {
+    BackendError::Execute(format!("candle: {e}"))
+}
+
+/// Writes an f32 tensor's values into `out` as little-endian bytes, reusing its buffer.
+fn write_f32(tensor: &candle_core::Tensor, out: &mut super::BatchOutput) -> Result<(), BackendError> {
+    let values = tensor
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(execute_error)?;
+    out.shape = tensor.dims().iter().map(|&d| d as i64).collect();
+    out.data.clear();
+    out.data.extend_from_slice(bytemuck::cast_slice(&values));
+    Ok(())
+}
