@@ -143,13 +143,7 @@ async fn a_broken_mlp_description_fails_the_load_with_its_reason() {
         r#"{"layers": [{"weight": "fc2.weight"}, {"weight": "fc1.weight"}]}"#,
     )
     .unwrap();
-    let s = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_despite_failures(repo.path());
     let (status, v) = post_json(&format!("{}/v2/models/broken_mlp/infer", s.http), &mlp_body(1, 1)).await;
     assert_eq!(status, 503, "{v}");
     let msg = v["error"].as_str().unwrap();

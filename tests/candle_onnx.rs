@@ -65,13 +65,7 @@ async fn an_onnx_file_on_candle_answers_as_onnx_runtime_does() {
 #[tokio::test]
 async fn without_the_feature_an_onnx_file_on_candle_fails_to_load_saying_why() {
     let repo = repository();
-    let s = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_despite_failures(repo.path());
     let (status, v) = post_json(&format!("{}/v2/models/mlp_on_candle/infer", s.http), &body(5)).await;
     assert_eq!(status, 503, "{v}");
     assert!(v["error"].as_str().unwrap().contains("--features candle-onnx"), "{v}");

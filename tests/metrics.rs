@@ -220,13 +220,7 @@ async fn a_model_that_fails_to_load_is_reported_failed() {
     let broken = repo.path().join("broken");
     std::fs::create_dir_all(broken.join("1")).unwrap();
     std::fs::write(broken.join("1/model.onnx"), b"not an onnx file").unwrap();
-    let s = spawn(args(&[
-        "--model-repository",
-        path(repo.path()),
-        "--strict-readiness",
-        "false",
-    ]))
-    .unwrap();
+    let s = serve_despite_failures(repo.path());
     let m = scrape_parsed(&s.metrics).await;
     let failed = [("model", "broken"), ("version", ""), ("state", "failed")];
     assert_eq!(m.value("inferd_model_state", &failed), 1.0, "{}", m.text);

@@ -235,3 +235,8 @@ impl Scraped {
         self.page.docs.keys().cloned().collect()
     }
 }
+
+/// A server over one repository that reports ready even while some of its models failed to load.
+pub fn serve_despite_failures(repo: &Path) -> TestServer {
+    spawn(args(&["--model-repository", path(repo), "--strict-readiness", "false"])).expect("server starts")
+}
