@@ -20,8 +20,9 @@ test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --locked
 	$(CARGO) build --locked --bin inferd
-	# The GPU build (discovery and NVML metrics) compiles without any CUDA file.
-	$(CARGO) check --locked --features cuda --lib --bins
+	# ONNX Runtime's CUDA provider, GPU discovery and metrics build without any CUDA file; without a GPU the
+	# GPU tests say so and the CPU fallbacks are checked.
+	$(CARGO) test --locked --features cuda-ort --test gpu
 	# ONNX files on candle (its build compiles ONNX's proto with the vendored protoc).
 	PROTOC=$$(scripts/protoc-path.sh) $(CARGO) test --locked --features candle-onnx --test candle_onnx
 	.venv/bin/python -m pytest -q tests/interop

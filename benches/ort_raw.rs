@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferd::backend::ort::{find_library, OrtBackend};
-use inferd::backend::{Backend, BatchInput, BatchOutput};
+use inferd::backend::{Backend, BatchInput, BatchOutput, Placement};
 use inferd::repository::{prepare, ModelSource};
 use inferd::tensor::DataType;
 use ort::session::Session;
@@ -30,7 +30,9 @@ fn bench(c: &mut Criterion) {
     };
     let prepared = prepare(&src, &[backend.clone() as std::sync::Arc<dyn Backend>]).unwrap();
     let file = prepared.versions[0].1.clone();
-    let mut instance = backend.instantiate(&file, &prepared.spec, &prepared.config).unwrap();
+    let mut instance = backend
+        .instantiate(&file, &prepared.spec, &prepared.config, Placement::Cpu)
+        .unwrap();
     // The same session settings the backend uses, without the backend around it.
     let env = inferd::backend::ort::environment(&library).expect("environment");
     let mut session = Session::builder(&env)

@@ -385,6 +385,15 @@ impl Core {
             name: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            gpus: crate::gpu::gpus()
+                .into_iter()
+                .map(|g| proto::GpuDevice {
+                    index: g.index,
+                    uuid: g.uuid,
+                    name: g.name,
+                    memory_total_bytes: g.memory_total_bytes,
+                })
+                .collect(),
         }
     }
 

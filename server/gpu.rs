@@ -46,7 +46,7 @@ pub fn unavailable_reason() -> Option<String> {
     imp::unavailable_reason()
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-ort"))]
 mod imp {
     use super::GpuStatus;
 
@@ -59,7 +59,7 @@ mod imp {
     }
 }
 
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-ort")]
 mod imp {
     use super::GpuStatus;
     use cudarc::driver::{result as cu, sys as cusys};

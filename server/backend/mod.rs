@@ -52,6 +52,22 @@ pub struct BatchOutput {
     pub data: Vec<u8>,
 }
 
+/// Where one instance runs: on the CPU, or on a GPU by its CUDA ordinal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Cpu,
+    Gpu(u32),
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("CPU"),
+            Self::Gpu(i) => write!(f, "GPU {i}"),
+        }
+    }
+}
+
 pub trait Backend: Send + Sync {
     /// The name configs select it by (`backend:` in config.pbtxt).
     fn name(&self) -> &'static str;
@@ -60,12 +76,13 @@ pub trait Backend: Send + Sync {
     fn default_model_filename(&self) -> &'static str;
     /// The inputs and outputs the model file itself declares.
     fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError>;
-    /// A fresh instance of the model, owned by one execution thread.
+    /// A fresh instance of the model on `placement`, owned by one execution thread.
     fn instantiate(
         &self,
         model_file: &Path,
         spec: &ModelSpec,
         config: &ModelConfig,
+        placement: Placement,
     ) -> Result<Box<dyn Instance>, BackendError>;
 }
 

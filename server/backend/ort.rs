@@ -9,7 +9,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
-use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
+use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance, Placement};
 use crate::model::ModelSpec;
 use crate::proto::ModelConfig;
 use crate::tensor::{bytes_elements, push_bytes_element, DataType};
@@ -93,11 +93,20 @@ impl OrtBackend {
         })
     }
 
-    fn session(&self, model_file: &Path, intra_op_threads: usize) -> Result<Session, BackendError> {
+    fn session(
+        &self,
+        model_file: &Path,
+        intra_op_threads: usize,
+        placement: Placement,
+    ) -> Result<Session, BackendError> {
         let env = environment(&self.library)?;
         let fail = |e: String| BackendError::Load(format!("cannot load {}: {e}", model_file.display()));
-        Session::builder(&env)
-            .map_err(|e| fail(e.to_string()))?
+        let builder = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
+        let builder = match placement {
+            Placement::Cpu => builder,
+            Placement::Gpu(device) => with_cuda(builder, device).map_err(fail)?,
+        };
+        builder
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(intra_op_threads)
@@ -107,6 +116,41 @@ impl OrtBackend {
             .commit_from_file(model_file)
             .map_err(|e| fail(e.to_string()))
     }
+}
+
+/// ONNX Runtime's CUDA execution provider on `device`, or an error that says why not: the library must be the
+/// GPU build (PyPI `onnxruntime-gpu`), with CUDA 13 and cuDNN 9 where it can load them. Registration is made to
+/// fail rather than fall back, so a model meant for a GPU never runs on the CPU unnoticed. ONNX Runtime copies
+/// a batch's inputs to the device once and its outputs back once per execution.
+#[cfg(feature = "cuda-ort")]
+fn with_cuda(
+    builder: ort::session::builder::SessionBuilder,
+    device: u32,
+) -> Result<ort::session::builder::SessionBuilder, String> {
+    use ort::ep::ExecutionProvider;
+    if !ort::ep::CUDA::is_available().unwrap_or(false) {
+        return Err(
+            "this ONNX Runtime library has no CUDA execution provider: point --onnxruntime-library at the \
+             libonnxruntime.so.1.31.1 of the PyPI wheel onnxruntime-gpu==1.31.1"
+                .into(),
+        );
+    }
+    builder
+        .with_execution_providers([ort::ep::CUDA::default()
+            .with_device_id(device as i32)
+            .build()
+            .error_on_failure()])
+        .map_err(|e| format!("cannot use CUDA device {device}: {e}"))
+}
+
+#[cfg(not(feature = "cuda-ort"))]
+fn with_cuda(
+    _builder: ort::session::builder::SessionBuilder,
+    device: u32,
+) -> Result<ort::session::builder::SessionBuilder, String> {
+    Err(format!(
+        "GPU {device} asked for, but this build has no CUDA support: build with --features cuda"
+    ))
 }
 
 fn datatype_of(t: TensorElementType) -> Option<DataType> {
@@ -158,7 +202,7 @@ impl Backend for OrtBackend {
     }
 
     fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError> {
-        let session = self.session(model_file, 1)?;
+        let session = self.session(model_file, 1, Placement::Cpu)?;
         Ok(DeclaredIo {
             inputs: session.inputs().iter().map(|o| declared(o.name(), o.dtype())).collect(),
             outputs: session
@@ -174,6 +218,7 @@ impl Backend for OrtBackend {
         model_file: &Path,
         spec: &ModelSpec,
         config: &ModelConfig,
+        placement: Placement,
     ) -> Result<Box<dyn Instance>, BackendError> {
         // Triton's onnxruntime backend reads the same parameter name.
         let threads = match config.parameters.get("intra_op_thread_count") {
@@ -185,7 +230,7 @@ impl Backend for OrtBackend {
             })?,
             None => self.default_intra_op_threads,
         };
-        let session = self.session(model_file, threads)?;
+        let session = self.session(model_file, threads, placement)?;
         for t in &spec.inputs {
             if !session.inputs().iter().any(|i| i.name() == t.name) {
                 return Err(BackendError::Load(format!(

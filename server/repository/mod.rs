@@ -3,6 +3,7 @@
 //! policy and starts each version's instances.
 pub mod autocomplete;
 pub mod config;
+pub mod placement;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::proto::model_version_policy::PolicyChoice;
 use crate::proto::ModelConfig;
 use crate::scheduler::{BatchPolicy, Scheduler};
 use crate::stats::Stats;
+use placement::Gpus;
 
 /// A model directory found in one of the repositories.
 #[derive(Clone, Debug)]
@@ -211,9 +213,10 @@ pub fn load_version(prepared: &Prepared, version: i64, file: &Path, detailed: bo
     if !file.is_file() {
         return Err(format!("version {version}: model file {} not found", file.display()));
     }
-    let count: i32 = prepared.config.instance_group.iter().map(|g| g.count.max(1)).sum();
-    let instances = (0..count.max(1))
-        .map(|_| prepared.backend.instantiate(file, &prepared.spec, &prepared.config))
+    let placements = placement::placements(&prepared.spec.name, &prepared.config, &Gpus::discover())?;
+    let instances = placements
+        .iter()
+        .map(|&p| prepared.backend.instantiate(file, &prepared.spec, &prepared.config, p))
         .collect::<Result<Vec<_>, BackendError>>()
         .map_err(|e| format!("version {version}: {e}"))?;
     let policy = BatchPolicy::from_config(&prepared.config);

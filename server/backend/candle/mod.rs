@@ -12,7 +12,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use super::{Backend, BackendError, DeclaredIo, Instance};
+use super::{Backend, BackendError, DeclaredIo, Instance, Placement};
 use crate::model::ModelSpec;
 use crate::proto::ModelConfig;
 
@@ -88,14 +88,29 @@ impl Backend for CandleBackend {
         model_file: &Path,
         spec: &ModelSpec,
         _config: &ModelConfig,
+        placement: Placement,
     ) -> Result<Box<dyn Instance>, BackendError> {
-        let device = Device::Cpu;
+        let device = device(placement)?;
         Ok(match architecture(model_file)? {
             Architecture::Mlp => Box::new(mlp::MlpInstance::load(model_file, spec, device)?),
             Architecture::SentenceEmbedding => Box::new(sentence::SentenceInstance::load(model_file, spec, device)?),
             #[cfg(feature = "candle-onnx")]
             Architecture::Onnx => Box::new(onnx::OnnxInstance::load(model_file, spec, device)?),
         })
+    }
+}
+
+/// The candle device of a placement. Inputs go to it once per batch and outputs come back once.
+fn device(placement: Placement) -> Result<Device, BackendError> {
+    match placement {
+        Placement::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "candle-cuda")]
+        Placement::Gpu(i) => Device::new_cuda(i as usize)
+            .map_err(|e| BackendError::Load(format!("cannot use CUDA device {i} with candle: {e}"))),
+        #[cfg(not(feature = "candle-cuda"))]
+        Placement::Gpu(i) => Err(BackendError::Load(format!(
+            "GPU {i} asked for, but this build runs candle on the CPU only: build with --features cuda"
+        ))),
     }
 }
 

@@ -1,0 +1,140 @@
+//! Where a version's instances run, from its config's instance groups, by Triton's rules: KIND_CPU (and
+//! KIND_MODEL) puts `count` instances on the CPU; KIND_GPU puts `count` on each GPU it lists, or on every GPU
+//! when it lists none, and fails the load when a GPU is missing; KIND_AUTO is KIND_GPU when there is a GPU and
+//! KIND_CPU otherwise.
+use crate::backend::Placement;
+use crate::proto::model_instance_group::Kind;
+use crate::proto::ModelConfig;
+
+/// The GPUs a load may use: their CUDA ordinals, or why there are none.
+pub struct Gpus {
+    pub present: Vec<u32>,
+    pub why_none: Option<String>,
+}
+
+impl Gpus {
+    /// What this process sees (none without the `cuda-ort` feature, a driver or a GPU).
+    pub fn discover() -> Self {
+        Self {
+            present: crate::gpu::gpus().iter().map(|g| g.index).collect(),
+            why_none: crate::gpu::unavailable_reason(),
+        }
+    }
+}
+
+/// One placement per instance, in instance-group order.
+pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Placement>, String> {
+    let mut out = Vec::new();
+    for (i, group) in cfg.instance_group.iter().enumerate() {
+        let name = if group.name.is_empty() {
+            format!("#{i}")
+        } else {
+            format!("'{}'", group.name)
+        };
+        let count = group.count.max(1) as usize;
+        let kind = Kind::try_from(group.kind).unwrap_or(Kind::Auto);
+        let devices = match kind {
+            Kind::Cpu | Kind::Model => None,
+            Kind::Auto if gpus.present.is_empty() => {
+                tracing::info!(
+                    model,
+                    "model '{model}': instance group {name} is KIND_AUTO and there is no GPU ({}); it runs on the CPU",
+                    gpus.why_none.as_deref().unwrap_or("none found")
+                );
+                None
+            }
+            Kind::Gpu if gpus.present.is_empty() => {
+                return Err(format!(
+                    "instance group {name} asks for KIND_GPU, but there is no GPU: {}",
+                    gpus.why_none.as_deref().unwrap_or("none found")
+                ))
+            }
+            Kind::Gpu | Kind::Auto if group.gpus.is_empty() => Some(gpus.present.clone()),
+            Kind::Gpu | Kind::Auto => Some(
+                group
+                    .gpus
+                    .iter()
+                    .map(|&d| {
+                        u32::try_from(d)
+                            .ok()
+                            .filter(|d| gpus.present.contains(d))
+                            .ok_or_else(|| {
+                                format!(
+                                    "instance group {name} names GPU {d}, but the GPUs present are {:?}",
+                                    gpus.present
+                                )
+                            })
+                    })
+                    .collect::<Result<Vec<u32>, String>>()?,
+            ),
+        };
+        match devices {
+            None => out.extend(std::iter::repeat_n(Placement::Cpu, count)),
+            Some(devices) => {
+                for d in devices {
+                    out.extend(std::iter::repeat_n(Placement::Gpu(d), count));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Placement::Cpu);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::ModelInstanceGroup;
+
+    fn config(groups: &[(Kind, i32, &[i32])]) -> ModelConfig {
+        ModelConfig {
+            instance_group: groups
+                .iter()
+                .map(|(kind, count, gpus)| ModelInstanceGroup {
+                    kind: *kind as i32,
+                    count: *count,
+                    gpus: gpus.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn gpus(present: &[u32]) -> Gpus {
+        Gpus {
+            present: present.to_vec(),
+            why_none: present.is_empty().then(|| "no NVIDIA driver".to_string()),
+        }
+    }
+
+    #[test]
+    fn kind_gpu_puts_count_instances_on_each_listed_gpu_or_every_gpu() {
+        let listed = placements("m", &config(&[(Kind::Gpu, 2, &[1])]), &gpus(&[0, 1])).unwrap();
+        assert_eq!(listed, vec![Placement::Gpu(1), Placement::Gpu(1)]);
+        let all = placements(
+            "m",
+            &config(&[(Kind::Gpu, 1, &[]), (Kind::Cpu, 1, &[])]),
+            &gpus(&[0, 1]),
+        )
+        .unwrap();
+        assert_eq!(all, vec![Placement::Gpu(0), Placement::Gpu(1), Placement::Cpu]);
+    }
+
+    #[test]
+    fn kind_gpu_without_a_gpu_fails_saying_why() {
+        let err = placements("m", &config(&[(Kind::Gpu, 1, &[])]), &gpus(&[])).unwrap_err();
+        assert!(err.contains("KIND_GPU") && err.contains("no NVIDIA driver"), "{err}");
+        let err = placements("m", &config(&[(Kind::Gpu, 1, &[3])]), &gpus(&[0])).unwrap_err();
+        assert!(err.contains("names GPU 3"), "{err}");
+    }
+
+    #[test]
+    fn kind_auto_uses_the_gpus_when_there_are_some_and_the_cpu_otherwise() {
+        let cfg = config(&[(Kind::Auto, 2, &[])]);
+        assert_eq!(placements("m", &cfg, &gpus(&[0])).unwrap(), vec![Placement::Gpu(0); 2]);
+        assert_eq!(placements("m", &cfg, &gpus(&[])).unwrap(), vec![Placement::Cpu; 2]);
+    }
+}
