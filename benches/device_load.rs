@@ -160,7 +160,6 @@ fn ort_session(file: &Path, gpu: bool) -> Session {
     if gpu {
         #[cfg(feature = "cuda-ort")]
         {
-            use ort::ep::ExecutionProvider;
             b = b
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .unwrap();

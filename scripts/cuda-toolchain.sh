@@ -10,16 +10,19 @@
 #   the crt/ headers and CCCL come as wheels that all unpack under nvidia/cu13/ (bin/, nvvm/, include/, lib/).
 #   13.0 rather than the newest: the PTX then loads on any driver from CUDA 13.0 on.
 # - Without nvidia-smi, cudaforge takes the GPU architecture from CUDA_COMPUTE_CAP: 90 (H100/H200, built
-#   as sm_90a, which runs on compute capability 9.0 only). Set CUDA_COMPUTE_CAP before running this
-#   script for another GPU (e.g. 80 for A100, 89 for L4/L40S).
+#   as sm_90a, which runs on compute capability 9.0 only) unless set before running this script (e.g. 80
+#   for A100, 89 for L4/L40S). Where nvidia-smi answers, it is left to cudaforge's own detection.
 # - candle links cudarc with `dynamic-linking`: the final link needs libcuda, libnvrtc, libcurand,
 #   libcublas, libcublasLt (and candle-kernels libcudart). The driver is not on PyPI and cuBLAS is a
 #   ~500 MB wheel, so those five are stubs: one function per symbol cudarc binds (taken from cudarc's own
 #   sources), each returning an error, with the real libraries' sonames, so the binary asks for the real
 #   ones at run time. They go in $CUDA_HOME/lib/stubs, where a toolkit keeps its libcuda stub and where
 #   cudarc's build script already points the linker. libcudart is the real one, from the runtime wheel.
+#   Each stub also answers to its soname, so LD_LIBRARY_PATH=$CUDA_HOME/lib/stubs starts such a binary
+#   here (`--help`; `serve` then logs "CUDA_ERROR_STUB_LIBRARY" and runs on the CPU). Never on a GPU machine.
 # - The binary needs the real CUDA 13 libraries (driver + cuBLAS, cuRAND, NVRTC, cudart) where it runs.
 set -euo pipefail
+trap 'echo false' ERR   # on failure, `eval "$(scripts/cuda-toolchain.sh)" && cargo ...` stops at the eval
 cd "$(dirname "$0")/.."
 root=$PWD/.deps/cuda
 cuda=$root/nvidia/cu13
@@ -47,10 +50,14 @@ if [[ "$(cat "$stubs/.from" 2>/dev/null)" != "$cudarc" ]]; then
     grep -oE 'load::<_F>\("[A-Za-z0-9_]+"\)' "$cudarc/src/$module/sys/mod.rs" | sort -u |
       sed -E 's/.*"(.*)".*/int \1(void) { return 34; }/' >"$stubs/$lib.c"
     cc -shared -fPIC -Wl,-soname,"$soname" -o "$stubs/lib$lib.so" "$stubs/$lib.c"
+    ln -sf "lib$lib.so" "$stubs/$soname"
   done
   echo "$cudarc" >"$stubs/.from"
 fi
 
 printf 'export PATH=%q:"$PATH"\n' "$cuda/bin"                   # nvcc
 printf 'export CUDA_HOME=%q\n' "$cuda"                           # cudarc: link search in lib/ and lib/stubs
-printf 'export CUDA_COMPUTE_CAP=%q\n' "${CUDA_COMPUTE_CAP:-90}"  # cudaforge: no nvidia-smi here
+# cudaforge asks nvidia-smi for the GPU architecture; where there is none it must be told
+if [[ -n ${CUDA_COMPUTE_CAP:-} ]] || ! nvidia-smi --query-gpu=compute_cap --format=csv >/dev/null 2>&1; then
+  printf 'export CUDA_COMPUTE_CAP=%q\n' "${CUDA_COMPUTE_CAP:-90}"
+fi

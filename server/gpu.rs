@@ -1,4 +1,4 @@
-//! GPU discovery and GPU metrics, compiled for real only with the `cuda` feature.
+//! GPU discovery and GPU metrics, compiled for real only with the `cuda-ort` feature (part of `cuda`).
 //!
 //! Discovery goes through the CUDA driver API (`cudarc::driver`, result level): it is what
 //! ONNX Runtime's CUDA execution provider will see, so the index is the CUDA ordinal (the
@@ -6,10 +6,11 @@
 //! and power come from NVML (`nvml-wrapper`; cudarc has no NVML bindings), matched by UUID.
 //! Where the CUDA driver library is missing or refuses to initialise, NVML's own list is used.
 //!
-//! Both libraries (`libcuda.so*`, `libnvidia-ml.so.1`) are dlopen'ed at run time: a build
-//! with the feature needs no CUDA toolkit, no nvcc and no driver, and the binary links
-//! against neither. Without a driver or a GPU every function here answers "no GPU"; none
-//! returns an error or panics.
+//! With `cuda-ort` alone both libraries (`libcuda.so*`, `libnvidia-ml.so.1`) are dlopen'ed at
+//! run time: the build needs no CUDA toolkit, no nvcc and no driver, and the binary links
+//! against neither. With `candle-cuda` candle links libcuda (the binary then needs it, or a stub,
+//! to start). Without a driver or a GPU every function here answers "no GPU"; none returns an
+//! error or panics.
 //!
 //! cudarc panics (instead of returning an error) when its library or a symbol is missing,
 //! so it is touched only after `is_culib_present()` and a look-up of every symbol used
@@ -132,22 +133,27 @@ mod imp {
 
     /// The CUDA devices with their static facts; `Ok(empty)` when the driver has no device.
     fn cuda_devices() -> Result<Vec<Static>, String> {
-        // cudarc's dynamic loading panics on first use when no candidate library loads.
-        // SAFETY: only tries to dlopen the driver library's usual names and drops the handles.
-        if !unsafe { cusys::is_culib_present() } {
-            return Err("libcuda.so not found: no NVIDIA driver".to_string());
-        }
-        // A symbol missing from the library (a driver older than CUDA 11.4, or not a real
-        // driver) panics inside cudarc too, so look every one up first.
-        // SAFETY: the library loads (checked just above); symbols are only looked up, not called.
-        let lib = unsafe { cusys::culib() };
-        if let Some(missing) = CUDA_SYMBOLS
-            .iter()
-            .find(|name| unsafe { lib.get::<unsafe extern "C" fn()>(name.as_bytes()) }.is_err())
+        // With `candle-cuda`, candle turns cudarc to `dynamic-linking`: libcuda is linked (the process
+        // could not have started without it) and a missing symbol fails at load, so there is nothing to probe.
+        #[cfg(not(feature = "candle-cuda"))]
         {
-            return Err(format!(
-                "the CUDA driver library lacks {missing} (driver older than CUDA 11.4?)"
-            ));
+            // cudarc's dynamic loading panics on first use when no candidate library loads.
+            // SAFETY: only tries to dlopen the driver library's usual names and drops the handles.
+            if !unsafe { cusys::is_culib_present() } {
+                return Err("libcuda.so not found: no NVIDIA driver".to_string());
+            }
+            // A symbol missing from the library (a driver older than CUDA 11.4, or not a real
+            // driver) panics inside cudarc too, so look every one up first.
+            // SAFETY: the library loads (checked just above); symbols are only looked up, not called.
+            let lib = unsafe { cusys::culib() };
+            if let Some(missing) = CUDA_SYMBOLS
+                .iter()
+                .find(|name| unsafe { lib.get::<unsafe extern "C" fn()>(name.as_bytes()) }.is_err())
+            {
+                return Err(format!(
+                    "the CUDA driver library lacks {missing} (driver older than CUDA 11.4?)"
+                ));
+            }
         }
         // Backstop for any other panic in cudarc (e.g. its `expect` on the name buffer).
         catch_unwind(AssertUnwindSafe(cuda_devices_unguarded))
@@ -155,6 +161,7 @@ mod imp {
     }
 
     /// Every driver entry point `cuda_devices_unguarded` reaches through cudarc.
+    #[cfg(not(feature = "candle-cuda"))]
     const CUDA_SYMBOLS: [&str; 6] = [
         "cuInit",
         "cuDeviceGetCount",

@@ -9,8 +9,12 @@ use candle_nn::{Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
+/// The checkout: where it was built, unless INFERD_ROOT names another copy (a test binary carried to a GPU
+/// machine runs against the working tree there).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("INFERD_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// The benchmark's sentences (benches/minilm_input.json, what perf_analyzer sends too).

@@ -20,8 +20,12 @@ pub struct TestServer {
     pub metrics: String,
 }
 
+/// The checkout: where it was built, unless INFERD_ROOT names another copy (a test binary carried to a GPU
+/// machine runs against the working tree there).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("INFERD_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Command-line arguments as a user would type them, with every port ephemeral and on loopback.
