@@ -65,12 +65,7 @@ fn place(repo: &Path, name: &str, kind: &str) {
 }
 
 fn input(name: &str, datatype: &str, shape: Vec<i64>) -> InferInputTensor {
-    InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        ..Default::default()
-    }
+    InferInputTensor::raw(name, datatype, shape)
 }
 
 /// One request of one row for each model.

@@ -9,12 +9,7 @@ use inferd::proto::*;
 use tonic::Code;
 
 fn input(name: &str, datatype: &str, shape: Vec<i64>) -> InferInputTensor {
-    InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape,
-        ..Default::default()
-    }
+    InferInputTensor::raw(name, datatype, shape)
 }
 
 fn simple_raw(rows: usize, id: &str) -> ModelInferRequest {
