@@ -126,6 +126,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
     pub grpc_max_message_bytes: usize,
 
+    /// On SIGTERM/SIGINT: how long requests in flight and queued may take to finish before the server exits
+    /// anyway (it reports not-ready and refuses new requests at once).
+    #[arg(long, env = "INFERD_EXIT_TIMEOUT_SECS", default_value_t = 30)]
+    pub exit_timeout_secs: u64,
+
     /// Server id reported in the server metadata.
     #[arg(long, env = "INFERD_ID", default_value = "inferd")]
     pub id: String,

@@ -369,6 +369,11 @@ impl Core {
     }
 
     fn admit(&self) -> InferResult<Admitted<'_>> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(InferError::Unavailable(
+                "the server is shutting down: send the request to another replica".into(),
+            ));
+        }
         let before = self.inflight.fetch_add(1, Ordering::AcqRel);
         let admitted = Admitted(&self.inflight);
         if self.max_inflight > 0 && before >= self.max_inflight {

@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: inferd::cli::ServeArgs) -> anyhow::Result<()> {
+    let exit_timeout = std::time::Duration::from_secs(args.exit_timeout_secs);
     let mut server = inferd::server::start(args).await?;
     let listening =
         |name: &str, addr: Option<std::net::SocketAddr>| addr.map(|a| format!("{name} {a}")).unwrap_or_default();
@@ -45,8 +46,11 @@ async fn serve(args: inferd::cli::ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = server.wait() => r?,
         _ = shutdown_signal() => {
-            tracing::info!("shutting down: finishing requests in flight");
-            server.shutdown().await;
+            tracing::info!("shutting down: not ready, refusing new requests, finishing those in flight (up to {} s)", exit_timeout.as_secs());
+            if tokio::time::timeout(exit_timeout, server.shutdown()).await.is_err() {
+                anyhow::bail!("requests still in flight after --exit-timeout-secs {}; exiting anyway", exit_timeout.as_secs());
+            }
+            tracing::info!("shut down: every request answered");
         }
     }
     Ok(())

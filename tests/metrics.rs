@@ -4,8 +4,6 @@
 //! Failed requests are logged once each, with their id.
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -297,36 +295,8 @@ async fn every_metric_the_deploy_files_use_is_served() {
 
 #[test]
 fn a_failed_request_is_logged_once_as_json_with_its_id_and_reason() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_inferd"))
-        .args([
-            "serve",
-            "--model-repository",
-            path(&root().join("models")),
-            "--log-format",
-            "json",
-        ])
-        .args(["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
-        .args([
-            "--http-address",
-            "127.0.0.1",
-            "--allow-grpc",
-            "false",
-            "--allow-metrics",
-            "false",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("inferd starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let http = loop {
-        let line = lines.next().expect("inferd logs until ready").unwrap();
-        let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
-        let msg = v["fields"]["message"].as_str().unwrap_or_default();
-        if let Some(rest) = msg.strip_prefix("inferd ready: HTTP ") {
-            break format!("http://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
+    let models = root().join("models");
+    let ServerProcess { mut child, http, lines } = spawn_process(&["--model-repository", path(&models)]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = format!("{http}/v2/models/mlp/infer");

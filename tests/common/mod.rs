@@ -244,3 +244,44 @@ impl Scraped {
 pub fn serve_despite_failures(repo: &Path) -> TestServer {
     spawn(args(&["--model-repository", path(repo), "--strict-readiness", "false"])).expect("server starts")
 }
+
+/// The `inferd` binary running as its own process (JSON logs, HTTP only, on a free loopback port), for what
+/// only a process shows: its log lines, signals, its exit status.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub http: String,
+    /// The rest of its JSON log lines.
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+pub fn spawn_process(extra: &[&str]) -> ServerProcess {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--http-port",
+            "0",
+            "--http-address",
+            "127.0.0.1",
+        ])
+        .args(["--allow-grpc", "false", "--allow-metrics", "false"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("inferd starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let http = loop {
+        let line = lines.next().expect("inferd logs until ready").expect("a log line");
+        let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if let Some(rest) = v["fields"]["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("inferd ready: HTTP "))
+        {
+            break format!("http://{}", rest.split_whitespace().next().expect("an address"));
+        }
+    };
+    ServerProcess { child, http, lines }
+}
