@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Largest HTTP request body, in bytes.
     #[arg(long, env = "INFERD_HTTP_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     pub http_max_body_bytes: usize,
+    /// Most tensor elements one request may carry over all its inputs; larger ones get 413 /
+    /// RESOURCE_EXHAUSTED before anything is sized by their shapes.
+    #[arg(long, env = "INFERD_MAX_TENSOR_ELEMENTS", default_value_t = 1 << 28)]
+    pub max_tensor_elements: u64,
     /// Largest gRPC message, in bytes (Triton allows up to 2 GiB).
     #[arg(long, env = "INFERD_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
     pub grpc_max_message_bytes: usize,

@@ -53,6 +53,8 @@ pub struct Core {
     load_failures: Mutex<BTreeMap<String, u64>>,
     /// Keep the metrics-only statistics (off with `--allow-metrics false`).
     detailed_metrics: bool,
+    /// Most tensor elements one request may carry (`--max-tensor-elements`).
+    max_tensor_elements: u64,
     /// Models being loaded right now.
     loading: Mutex<BTreeSet<String>>,
     /// Versions taken out of the routing table, held weakly: they are unloading until their last request ends.
@@ -141,9 +143,15 @@ impl Core {
             admin_token: None,
             load_failures: Default::default(),
             detailed_metrics: true,
+            max_tensor_elements: u64::MAX,
             loading: Default::default(),
             retired: Default::default(),
         }
+    }
+
+    pub fn with_max_tensor_elements(mut self, limit: u64) -> Self {
+        self.max_tensor_elements = limit;
+        self
     }
 
     /// Whether versions keep the metrics-only statistics (histograms, in-flight and routed counts).
@@ -323,6 +331,7 @@ impl Core {
     /// Routes, queues and answers one request; its inputs are taken, the rest is left for the log line.
     async fn serve(&self, req: &mut InferRequest) -> InferResult<InferResponse> {
         let received = Instant::now();
+        self.check_size(req)?;
         let table = self.table.load();
         let version = table
             .route(&req.model, req.version.as_deref(), req.routing_key())?
@@ -361,6 +370,23 @@ impl Core {
             Err(e) => version.stats.record_failure(e.fail_reason(), received.elapsed()),
         }
         result
+    }
+
+    /// Refuses a request whose shapes add up to more elements than the server accepts, before anything is
+    /// allocated by them.
+    fn check_size(&self, req: &InferRequest) -> InferResult<()> {
+        let mut total: u64 = 0;
+        for t in &req.inputs {
+            let elements = t.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64));
+            total = total.saturating_add(elements);
+            if total > self.max_tensor_elements {
+                return Err(InferError::TooLarge(format!(
+                    "request has more than {} tensor elements (input '{}' brings it to {total}; --max-tensor-elements)",
+                    self.max_tensor_elements, t.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Requests admitted and not yet answered, across all models.

@@ -17,6 +17,9 @@ pub enum InferError {
     /// A queue or limit is full: 429 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The request is larger than the server accepts (body size, tensor elements): 413 / RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     Timeout(String),
@@ -39,6 +42,7 @@ impl InferError {
             Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -50,7 +54,7 @@ impl InferError {
             Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
-            Self::ResourceExhausted(_) => tonic::Code::ResourceExhausted,
+            Self::ResourceExhausted(_) | Self::TooLarge(_) => tonic::Code::ResourceExhausted,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::Internal(_) => tonic::Code::Internal,
         }

@@ -70,7 +70,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             args.model_control_mode == ModelControlMode::Explicit,
         )
         .with_admin_token(args.admin_token.clone())
-        .with_detailed_metrics(args.allow_metrics),
+        .with_detailed_metrics(args.allow_metrics)
+        .with_max_tensor_elements(args.max_tensor_elements),
     );
     if args.admin_token.is_none() && args.model_control_mode == ModelControlMode::Explicit {
         tracing::warn!(

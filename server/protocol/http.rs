@@ -2,6 +2,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -101,11 +102,20 @@ async fn model_stats(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) ->
     Ok(Json(to_json(&stats, "inference.ModelStatisticsResponse")))
 }
 
+/// A body axum would not read: too large for `--http-max-body-bytes` (413), or unreadable.
+fn body_error(rejection: BytesRejection) -> InferError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        InferError::TooLarge("the request body is larger than the server accepts (--http-max-body-bytes)".into())
+    } else {
+        InferError::invalid(format!("cannot read the request body: {}", rejection.body_text()))
+    }
+}
+
 async fn infer(
     State(core): State<Arc<Core>>,
     Path(p): Path<ModelPath>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> InferResult<Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let header_length = match header(HEADER_LENGTH) {
@@ -116,8 +126,9 @@ async fn infer(
             .map(Some)
             .map_err(|_| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer")),
     };
-    let mut decoded = header_length
-        .and_then(|len| decode_request(&body, len))
+    let mut decoded = body
+        .map_err(body_error)
+        .and_then(|body| header_length.and_then(|len| decode_request(&body, len)))
         .inspect_err(|e| request_log::undecodable(Protocol::Http, &p.model, header(REQUEST_ID), e))?;
     let request = &mut decoded.request;
     request.model = p.model;
