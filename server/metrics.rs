@@ -65,6 +65,11 @@ impl Family {
         m
     }
 
+    /// The family for the page, unless it has no samples (the text encoder refuses an empty one).
+    fn finished(self) -> Option<MetricFamily> {
+        (!self.0.get_metric().is_empty()).then_some(self.0)
+    }
+
     /// A counter's or a gauge's value, as the family's type says.
     fn set(&mut self, labels: &[(&str, &str)], value: f64) {
         let mut m = Self::metric(labels);
@@ -278,9 +283,7 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
         load_failures,
     ]
     .into_iter()
-    .map(|f| f.0)
-    // The text encoder refuses a family without samples.
-    .filter(|f| !f.get_metric().is_empty())
+    .filter_map(Family::finished)
     .collect()
 }
 
@@ -300,8 +303,7 @@ fn gpu_families() -> Vec<MetricFamily> {
     }
     [util, used, total, power]
         .into_iter()
-        .map(|f| f.0)
-        .filter(|f| !f.get_metric().is_empty())
+        .filter_map(Family::finished)
         .collect()
 }
 

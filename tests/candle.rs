@@ -95,20 +95,11 @@ async fn concurrent_requests_to_the_candle_mlp_get_their_own_rows() {
     }
 }
 
-fn copy_model(from: &std::path::Path, to: &std::path::Path, with_config: bool) {
-    std::fs::create_dir_all(to.join("1")).unwrap();
-    for f in ["model.safetensors", "mlp.json"] {
-        std::fs::copy(from.join("1").join(f), to.join("1").join(f)).unwrap();
-    }
-    if with_config {
-        std::fs::copy(from.join("config.pbtxt"), to.join("config.pbtxt")).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_candle_model_without_config_is_completed_from_its_files() {
     let repo = tempfile::tempdir().unwrap();
-    copy_model(&root().join("models/mlp_candle"), &repo.path().join("twin"), false);
+    let twin = copy_example(repo.path(), "mlp_candle", "twin", &[]);
+    std::fs::remove_file(twin.join("config.pbtxt")).unwrap();
     let s = spawn(args(&["--model-repository", path(repo.path())])).unwrap();
     let (status, md) = get(&format!("{}/v2/models/twin", s.http)).await;
     assert_eq!(status, 200, "{md}");
@@ -128,15 +119,7 @@ async fn a_candle_model_without_config_is_completed_from_its_files() {
 #[tokio::test]
 async fn a_broken_mlp_description_fails_the_load_with_its_reason() {
     let repo = tempfile::tempdir().unwrap();
-    let dir = repo.path().join("broken_mlp");
-    copy_model(&root().join("models/mlp_candle"), &dir, true);
-    std::fs::write(
-        dir.join("config.pbtxt"),
-        std::fs::read_to_string(dir.join("config.pbtxt"))
-            .unwrap()
-            .replace("mlp_candle", "broken_mlp"),
-    )
-    .unwrap();
+    let dir = copy_example(repo.path(), "mlp_candle", "broken_mlp", &[]);
     // The second layer's weight stands first: 10 outputs from 256 inputs cannot take the 64-wide input.
     std::fs::write(
         dir.join("1/mlp.json"),

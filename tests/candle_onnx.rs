@@ -9,17 +9,15 @@ use serde_json::{json, Value};
 /// The `mlp` ONNX file under a config that picks candle.
 fn repository() -> tempfile::TempDir {
     let repo = tempfile::tempdir().unwrap();
-    let dir = repo.path().join("mlp_on_candle");
-    std::fs::create_dir_all(dir.join("1")).unwrap();
-    std::fs::copy(root().join("models/mlp/1/model.onnx"), dir.join("1/model.onnx")).unwrap();
-    let cfg = std::fs::read_to_string(root().join("models/mlp/config.pbtxt"))
-        .unwrap()
-        .replace("name: \"mlp\"", "name: \"mlp_on_candle\"")
-        .replace(
+    copy_example(
+        repo.path(),
+        "mlp",
+        "mlp_on_candle",
+        &[(
             "platform: \"onnxruntime_onnx\"",
             "backend: \"candle\"\ndefault_model_filename: \"model.onnx\"",
-        );
-    std::fs::write(dir.join("config.pbtxt"), cfg).unwrap();
+        )],
+    );
     repo
 }
 

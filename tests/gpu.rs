@@ -7,20 +7,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// A copy of `source` (an example model) named `name`, with one instance group of `kind`.
+/// A copy of `source` (an example model) named `name`, with its instance group of `kind`.
 fn placed_copy(repo: &std::path::Path, source: &str, name: &str, kind: &str) {
-    let from = root().join("models").join(source);
-    let to = repo.join(name);
-    std::fs::create_dir_all(to.join("1")).unwrap();
-    for f in std::fs::read_dir(from.join("1")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, to.join("1").join(f.file_name().unwrap())).unwrap();
-    }
-    let cfg = std::fs::read_to_string(from.join("config.pbtxt"))
-        .unwrap()
-        .replace(&format!("name: \"{source}\""), &format!("name: \"{name}\""))
-        .replace("kind: KIND_CPU", &format!("kind: {kind}"));
-    std::fs::write(to.join("config.pbtxt"), cfg).unwrap();
+    copy_example(repo, source, name, &[("kind: KIND_CPU", &format!("kind: {kind}"))]);
 }
 
 fn body() -> Value {

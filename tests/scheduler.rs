@@ -78,14 +78,12 @@ fn slow_grpc(ms: f32) -> inferd::proto::ModelInferRequest {
 /// A copy of the example MLP whose batcher waits up to 20 ms for a fuller batch.
 fn batched_mlp_repository() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("mlp_batched");
-    std::fs::create_dir_all(m.join("1")).unwrap();
-    std::fs::copy(root().join("models/mlp/1/model.onnx"), m.join("1/model.onnx")).unwrap();
-    let cfg = std::fs::read_to_string(root().join("models/mlp/config.pbtxt")).unwrap();
-    let cfg = cfg
-        .replace("name: \"mlp\"", "name: \"mlp_batched\"")
-        .replace("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 20000");
-    std::fs::write(m.join("config.pbtxt"), cfg).unwrap();
+    copy_example(
+        dir.path(),
+        "mlp",
+        "mlp_batched",
+        &[("max_queue_delay_microseconds: 0", "max_queue_delay_microseconds: 20000")],
+    );
     dir
 }
 

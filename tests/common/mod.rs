@@ -285,3 +285,25 @@ pub fn spawn_process(extra: &[&str]) -> ServerProcess {
     };
     ServerProcess { child, http, lines }
 }
+
+/// Copies the example model `source` (`models/<source>`: its version 1 and its config) into `repo` as `name`,
+/// with the config renamed and each `(from, to)` edit applied; returns the copy's folder.
+pub fn copy_example(repo: &Path, source: &str, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let from = root().join("models").join(source);
+    let to = repo.join(name);
+    std::fs::create_dir_all(to.join("1")).expect("model folder");
+    for f in std::fs::read_dir(from.join("1")).expect("version 1") {
+        let f = f.expect("a file").path();
+        if f.is_file() {
+            std::fs::copy(&f, to.join("1").join(f.file_name().expect("a name"))).expect("copied");
+        }
+    }
+    let mut cfg = std::fs::read_to_string(from.join("config.pbtxt"))
+        .expect("config.pbtxt")
+        .replace(&format!("name: \"{source}\""), &format!("name: \"{name}\""));
+    for (a, b) in edits {
+        cfg = cfg.replace(a, b);
+    }
+    std::fs::write(to.join("config.pbtxt"), cfg).expect("config written");
+    to
+}

@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::{Linear, Module};
 use serde::Deserialize;
 
-use super::{execute_error, load_error, write_f32};
+use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
 use crate::model::ModelSpec;
 use crate::tensor::DataType;
@@ -196,6 +196,6 @@ impl Instance for MlpInstance {
                 .map_err(execute_error)?;
         }
         outputs.resize_with(1, BatchOutput::default);
-        write_f32(&x, &mut outputs[0])
+        write_tensor(&x, &mut outputs[0])
     }
 }

@@ -123,14 +123,28 @@ fn execute_error(e: candle_core::Error) -> BackendError {
     BackendError::Execute(format!("candle: {e}"))
 }
 
-/// Writes an f32 tensor's values into `out` as little-endian bytes, reusing its buffer.
-fn write_f32(tensor: &candle_core::Tensor, out: &mut super::BatchOutput) -> Result<(), BackendError> {
-    let values = tensor
-        .flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(execute_error)?;
+/// Writes a tensor's shape and its elements (little-endian) into `out`, reusing its buffer.
+fn write_tensor(tensor: &candle_core::Tensor, out: &mut super::BatchOutput) -> Result<(), BackendError> {
+    use candle_core::DType;
+    let flat = tensor.flatten_all().map_err(execute_error)?;
     out.shape = tensor.dims().iter().map(|&d| d as i64).collect();
     out.data.clear();
-    out.data.extend_from_slice(bytemuck::cast_slice(&values));
+    macro_rules! put {
+        ($ty:ty) => {
+            out.data.extend_from_slice(bytemuck::cast_slice(
+                &flat.to_vec1::<$ty>().map_err(execute_error)?,
+            ))
+        };
+    }
+    match flat.dtype() {
+        DType::F32 => put!(f32),
+        DType::F64 => put!(f64),
+        DType::F16 => put!(half::f16),
+        DType::BF16 => put!(half::bf16),
+        DType::I64 => put!(i64),
+        DType::U32 => put!(u32),
+        DType::U8 => put!(u8),
+        other => return Err(BackendError::Execute(format!("unsupported output dtype {other:?}"))),
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_onnx::onnx::{tensor_proto::DataType as OnnxType, tensor_shape_proto::dimension, type_proto, ModelProto};
 
-use super::{execute_error, load_error};
+use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
 use crate::model::ModelSpec;
 use crate::tensor::DataType;
@@ -130,33 +130,8 @@ impl Instance for OnnxInstance {
             let t = results
                 .remove(name)
                 .ok_or_else(|| BackendError::Execute(format!("the graph gave no output '{name}'")))?;
-            out.shape = t.dims().iter().map(|&d| d as i64).collect();
-            out.data.clear();
-            raw_bytes(&t, &mut out.data)?;
+            write_tensor(&t, out)?;
         }
         Ok(())
     }
-}
-
-/// A tensor's elements as little-endian bytes.
-fn raw_bytes(t: &Tensor, out: &mut Vec<u8>) -> Result<(), BackendError> {
-    let flat = t.flatten_all().map_err(execute_error)?;
-    macro_rules! put {
-        ($ty:ty) => {
-            out.extend_from_slice(bytemuck::cast_slice(
-                &flat.to_vec1::<$ty>().map_err(execute_error)?,
-            ))
-        };
-    }
-    match flat.dtype() {
-        DType::F32 => put!(f32),
-        DType::F64 => put!(f64),
-        DType::F16 => put!(half::f16),
-        DType::BF16 => put!(half::bf16),
-        DType::I64 => put!(i64),
-        DType::U32 => put!(u32),
-        DType::U8 => put!(u8),
-        other => return Err(BackendError::Execute(format!("unsupported output dtype {other:?}"))),
-    }
-    Ok(())
 }

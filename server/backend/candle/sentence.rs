@@ -12,7 +12,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use super::{execute_error, load_error, write_f32};
+use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
 use crate::model::ModelSpec;
 use crate::tensor::{bytes_elements, DataType};
@@ -210,6 +210,6 @@ impl Instance for SentenceInstance {
         let (ids, mask) = self.tokenize(texts)?;
         let embeddings = self.embed(&ids, &mask).map_err(execute_error)?;
         outputs.resize_with(1, BatchOutput::default);
-        write_f32(&embeddings, &mut outputs[0])
+        write_tensor(&embeddings, &mut outputs[0])
     }
 }
