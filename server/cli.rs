@@ -135,6 +135,17 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_EXIT_TIMEOUT_SECS", default_value_t = 30)]
     pub exit_timeout_secs: u64,
 
+    /// PEM certificate chain: with --tls-key, HTTP and gRPC serve TLS only (the metrics port stays plain, for
+    /// in-cluster scrapers).
+    #[arg(long, env = "INFERD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INFERD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): when given, every HTTP and gRPC client must present a certificate signed by one.
+    #[arg(long, env = "INFERD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Server id reported in the server metadata.
     #[arg(long, env = "INFERD_ID", default_value = "inferd")]
     pub id: String,

@@ -23,6 +23,7 @@ pub mod scheduler;
 pub mod server;
 pub mod stats;
 pub mod tensor;
+pub mod tls;
 pub mod traffic;
 pub mod validate;
 pub mod watch;

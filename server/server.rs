@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::backend::candle::CandleBackend;
 use crate::backend::ort::{find_library, OrtBackend};
@@ -14,8 +15,11 @@ use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
 use crate::core::Core;
 use crate::metrics::Metrics;
+use crate::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+use crate::protocol::grpc::GrpcService;
 use crate::protocol::{grpc, http};
 use crate::routing::ModelState;
+use crate::tls::{TlsFiles, TlsListener};
 
 pub struct RunningServer {
     pub core: Arc<Core>,
@@ -39,24 +43,78 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot bind the {what} port {addr}: {e}"))
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is given.
 async fn serve_axum(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     use axum::serve::ListenerExt;
-    // Small responses go out at once rather than waiting on Nagle's algorithm for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| e.to_string())
+    match tls {
+        Some(acceptor) => {
+            let listener = TlsListener::new(listener, acceptor, signal(&stop)).map_err(|e| e.to_string())?;
+            axum::serve(listener, app).with_graceful_shutdown(signal(&stop)).await
+        }
+        None => {
+            // Small responses go out at once rather than waiting on Nagle's algorithm for the client's delayed
+            // ACK.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).with_graceful_shutdown(signal(&stop)).await
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Serves gRPC on `listener`, over TLS when `tls` is given.
+async fn serve_grpc(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    svc: GrpcInferenceServiceServer<GrpcService>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let server = tonic::transport::Server::builder().add_service(svc);
+    match tls {
+        Some(acceptor) => {
+            let ready = crate::tls::accept(listener, acceptor, signal(&stop));
+            let incoming =
+                tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(ready), |(tls, _)| {
+                    Ok::<_, std::io::Error>(tls)
+                });
+            server.serve_with_incoming_shutdown(incoming, signal(&stop)).await
+        }
+        None => {
+            // With its own incoming stream tonic leaves TCP_NODELAY alone; without it a response written in two
+            // parts (headers, then a data frame) waits ~40 ms on the client's delayed ACK.
+            let incoming =
+                tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+                    if let Ok(tcp) = &conn {
+                        let _ = tcp.set_nodelay(true);
+                    }
+                    conn
+                });
+            server.serve_with_incoming_shutdown(incoming, signal(&stop)).await
+        }
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Loads the models and starts listening. Returns once every listener is bound.
 pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
+    // Certificates first: a TLS mistake should not wait for every model to load to be reported.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca.as_deref(),
+            }
+            .acceptors()?,
+        ),
+        _ => None,
+    };
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
@@ -107,36 +165,27 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
         http_addr = Some(listener.local_addr()?);
         let app = http::router(core.clone(), args.http_max_body_bytes);
-        tasks.spawn(serve_axum(listener, app, signal(&rx)));
+        tasks.spawn(serve_axum(
+            listener,
+            tls.as_ref().map(|t| t.http.clone()),
+            app,
+            rx.clone(),
+        ));
     }
     let mut grpc_addr = None;
     if args.allow_grpc {
         let listener = bind(SocketAddr::new(args.grpc_address, args.grpc_port), "gRPC").await?;
         grpc_addr = Some(listener.local_addr()?);
         let svc = grpc::service(core.clone(), args.grpc_max_message_bytes);
-        // With its own incoming stream tonic leaves TCP_NODELAY alone; without it a response written in two parts
-        // (headers, then a data frame) waits ~40 ms on the client's delayed ACK.
-        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-            if let Ok(tcp) = &conn {
-                let _ = tcp.set_nodelay(true);
-            }
-            conn
-        });
-        let stop = signal(&rx);
-        tasks.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stop)
-                .await
-                .map_err(|e| e.to_string())
-        });
+        let tls = tls.as_ref().map(|t| t.grpc.clone());
+        tasks.spawn(serve_grpc(listener, tls, svc, rx.clone()));
     }
     let mut metrics_addr = None;
     if args.allow_metrics {
         let listener = bind(SocketAddr::new(args.metrics_address, args.metrics_port), "metrics").await?;
         metrics_addr = Some(listener.local_addr()?);
         let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
-        tasks.spawn(serve_axum(listener, app, signal(&rx)));
+        tasks.spawn(serve_axum(listener, None, app, rx.clone()));
     }
     if let Some(known) = poll_baseline {
         let interval = std::time::Duration::from_secs(args.repository_poll_secs.max(1));

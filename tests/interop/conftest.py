@@ -93,7 +93,7 @@ def _stop(process):
             process.wait(timeout=10)
 
 
-def _start_server(binary, log_path, extra_args=()):
+def _start_server(binary, log_path, extra_args=(), ready=_http_ready):
     http_port, grpc_port, metrics_port = _free_ports(3)
     log = open(log_path, "wb")
     env = dict(os.environ, NO_COLOR="1")
@@ -118,7 +118,7 @@ def _start_server(binary, log_path, extra_args=()):
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return None, server  # exited early (e.g. a port was taken meanwhile)
-        if _http_ready(http_port) and _tcp_open(grpc_port):
+        if ready(http_port) and _tcp_open(grpc_port):
             return server, server
         time.sleep(0.1)
     _stop(process)
@@ -128,8 +128,9 @@ def _start_server(binary, log_path, extra_args=()):
     )
 
 
-def _serve(tmp_path_factory, name, extra_args=()):
-    """Starts inferd (retrying only if it exits before it is ready) and stops it afterwards."""
+def _serve(tmp_path_factory, name, extra_args=(), ready=_http_ready):
+    """Starts inferd (retrying only if it exits before it is ready) and stops it afterwards. `ready(port)`
+    tells whether the HTTP port answers ready (plain HTTP unless given)."""
     binary = Path(os.environ.get("INFERD_BIN", DEFAULT_BIN))
     if not binary.is_file():
         pytest.fail(
@@ -139,7 +140,9 @@ def _serve(tmp_path_factory, name, extra_args=()):
     log_dir = tmp_path_factory.mktemp(name)
     server = None
     for attempt in range(3):
-        server, last = _start_server(binary, log_dir / f"inferd-{attempt}.log", extra_args)
+        server, last = _start_server(
+            binary, log_dir / f"inferd-{attempt}.log", extra_args, ready
+        )
         if server is not None:
             break
     if server is None:
