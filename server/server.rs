@@ -15,8 +15,6 @@ use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
 use crate::core::Core;
 use crate::metrics::Metrics;
-use crate::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
-use crate::protocol::grpc::GrpcService;
 use crate::protocol::{grpc, http};
 use crate::routing::ModelState;
 use crate::tls::{TlsFiles, TlsListener};
@@ -72,7 +70,7 @@ async fn serve_axum(
 async fn serve_grpc(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    svc: GrpcInferenceServiceServer<GrpcService>,
+    svc: grpc::GrpcServer,
     stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let server = tonic::transport::Server::builder().add_service(svc);

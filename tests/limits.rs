@@ -1,6 +1,7 @@
-//! Request limits: a body over `--http-max-body-bytes` and a request whose shapes add up to more than
-//! `--max-tensor-elements` are refused with 413 / RESOURCE_EXHAUSTED and a JSON error, before the server
-//! reads or sizes anything by them; requests within the limits are served.
+//! Request limits: a body over `--http-max-body-bytes`, a gRPC message over `--grpc-max-message-bytes` and a
+//! request whose shapes add up to more than `--max-tensor-elements` are refused with 413 / RESOURCE_EXHAUSTED
+//! (and a JSON error over HTTP), before the server reads or sizes anything by them; requests within the
+//! limits are served.
 mod common;
 
 use common::*;
@@ -53,4 +54,73 @@ async fn shapes_over_the_element_limit_get_413_over_http_and_resource_exhausted_
     };
     let err = grpc(&s).await.model_infer(request).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+}
+
+/// A `simple` request whose first raw input carries `bytes` bytes (`simple` wants 64 per row).
+fn simple_request(bytes: usize) -> ModelInferRequest {
+    let (a, b) = simple_inputs(1);
+    let mut first = i32_bytes(&a);
+    first.resize(bytes.max(first.len()), 0);
+    ModelInferRequest {
+        model_name: "simple".into(),
+        inputs: vec![
+            InferInputTensor::raw("INPUT0", "INT32", vec![1, 16]),
+            InferInputTensor::raw("INPUT1", "INT32", vec![1, 16]),
+        ],
+        raw_input_contents: vec![bytes::Bytes::from(first), bytes::Bytes::from(i32_bytes(&b))],
+        ..Default::default()
+    }
+}
+
+fn small_grpc_messages() -> TestServer {
+    spawn(args(&[
+        "--model-repository",
+        path(&root().join("models")),
+        "--grpc-max-message-bytes",
+        "4096",
+    ]))
+    .expect("server starts")
+}
+
+#[tokio::test]
+async fn a_grpc_message_over_the_limit_gets_resource_exhausted_naming_the_flag() {
+    let s = small_grpc_messages();
+    let mut c = grpc(&s).await;
+    let err = c.model_infer(simple_request(64 << 10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("--grpc-max-message-bytes"), "{err}");
+    assert!(err.message().contains("limit of 4096 bytes"), "{err}");
+
+    // The same server (and connection) still serves a request within the limit.
+    let resp = c
+        .model_infer(simple_request(0))
+        .await
+        .expect("a small request is served");
+    assert_eq!(resp.into_inner().outputs.len(), 2);
+}
+
+#[tokio::test]
+async fn a_streamed_grpc_message_over_the_limit_ends_the_stream_with_resource_exhausted() {
+    let s = small_grpc_messages();
+    let mut c = grpc(&s).await;
+    let requests = vec![simple_request(0), simple_request(64 << 10)];
+    let mut inbound = c
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let mut answered = 0;
+    let err = loop {
+        match inbound.message().await {
+            Ok(Some(msg)) => {
+                assert!(msg.error_message.is_empty(), "{}", msg.error_message);
+                answered += 1;
+            }
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(answered, 1, "the request before the big one is answered");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("--grpc-max-message-bytes"), "{err}");
 }

@@ -4,11 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::grpc_limit::{over_limit, MessageLimit};
 use super::grpc_tensors::{decode_request, encode_response};
 use crate::core::Core;
 use crate::error::{InferError, InferResult};
@@ -21,10 +22,16 @@ pub struct GrpcService {
     core: Arc<Core>,
 }
 
-pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcInferenceServiceServer<GrpcService> {
-    GrpcInferenceServiceServer::new(GrpcService { core })
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+/// The service as served: a message over `--grpc-max-message-bytes` is refused by tonic before it is
+/// buffered, and answered RESOURCE_EXHAUSTED (see `grpc_limit`).
+pub type GrpcServer = MessageLimit<GrpcInferenceServiceServer<GrpcService>>;
+
+pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcServer {
+    MessageLimit(
+        GrpcInferenceServiceServer::new(GrpcService { core })
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes),
+    )
 }
 
 /// What a call's metadata adds to its requests: a routing key and a request id for logs.
@@ -124,7 +131,9 @@ impl GrpcInferenceService for GrpcService {
     type ModelStreamInferStream = StreamResponses;
 
     /// Each request on the stream runs concurrently; responses (or per-request errors, which leave the stream
-    /// open) come back as they complete, carrying the request's id.
+    /// open) come back as they complete, carrying the request's id. An inbound stream that fails (a message
+    /// over `--grpc-max-message-bytes`, one that does not decode) ends the call with that status, once the
+    /// requests already running have answered.
     async fn model_stream_infer(
         &self,
         req: Request<Streaming<ModelInferRequest>>,
@@ -132,10 +141,17 @@ impl GrpcInferenceService for GrpcService {
         let transport = Transport::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
+        let (fail, failed) = oneshot::channel::<Status>();
         let core = self.core.clone();
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
-                let Ok(request) = next else { break };
+                let request = match next {
+                    Ok(request) => request,
+                    Err(status) => {
+                        let _ = fail.send(over_limit(&status).unwrap_or(status));
+                        break;
+                    }
+                };
                 let (core, tx, transport) = (core.clone(), tx.clone(), transport.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
@@ -160,7 +176,9 @@ impl GrpcInferenceService for GrpcService {
                 });
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // The channel ends once the reader and every running request have dropped their senders.
+        let end = futures::stream::once(failed).filter_map(|f| f.ok().map(Err));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).chain(end))))
     }
 
     async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod grpc;
 pub mod grpc_codec;
+pub mod grpc_limit;
 pub mod grpc_tensors;
 pub mod http;
 pub mod json;
