@@ -10,6 +10,7 @@ pub mod control;
 pub mod core;
 pub mod error;
 pub mod gpu;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -120,7 +120,11 @@ impl Scheduler {
         for (i, instance) in instances.into_iter().enumerate() {
             let worker = instance::Worker::new(shared.clone(), instance);
             let name = format!("{}-{i}", shared.spec.name);
-            if let Err(e) = std::thread::Builder::new().name(name).spawn(move || worker.run()) {
+            if let Err(e) = std::thread::Builder::new().name(name).spawn(move || {
+                worker.run();
+                // The instance (a session, weights) has just been dropped: give its pages back.
+                crate::memory::return_freed_memory();
+            }) {
                 tracing::error!(model = %shared.spec.name, "cannot start instance thread: {e}");
             }
         }

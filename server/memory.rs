@@ -1,0 +1,16 @@
+//! Handing freed memory back to the operating system after a model version is gone.
+//!
+//! A version's weights and runtime buffers are freed when its last instance thread ends, but glibc keeps freed
+//! pages in the arena of the thread that used them, and a reload's new instance threads get arenas of their
+//! own: without a trim, every reload of a large model raised resident memory by the model's size (seen in the
+//! soak run: +40-60 MiB per reload of MiniLM on ONNX Runtime).
+
+/// Returns the free pages of every malloc arena to the OS. Costs milliseconds; call it at unloads, not per
+/// request.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
