@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-metrics fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-overload soak fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -33,6 +33,19 @@ bench: setup
 # Metrics on against --allow-metrics false, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of metrics").
 bench-metrics: build
 	scripts/bench_metrics.py
+
+# Ten times MiniLM's capacity, then half of it (benches/RESULTS.md, "Overload").
+bench-overload: build
+	$(CARGO) bench --locked --bench overload -- --record
+
+# 30 minutes of mixed traffic with a reload a minute; fails on a failed good request or memory growth.
+soak: build
+	.venv/bin/python scripts/soak.py --minutes 30 --record
+
+# Every cargo-fuzz target for FUZZ_SECONDS each (nightly toolchain; fuzz/).
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

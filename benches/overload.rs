@@ -10,7 +10,8 @@
 //! benches/RESULTS.md. Needs `make build` (release binary) and `make setup` (MiniLM's weights).
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
@@ -109,6 +110,29 @@ impl Phase {
     fn ok_rate(&self) -> f64 {
         self.count(200) as f64 / self.seconds
     }
+    /// The phase's line of the results table.
+    fn row(&self, label: &str, offered: Option<f64>) -> String {
+        let refused = if self.count(429) > 0 {
+            format!(
+                "{:.2} / {:.2} ms",
+                self.quantile_ms(429, 0.5),
+                self.quantile_ms(429, 0.99)
+            )
+        } else {
+            "—".into()
+        };
+        format!(
+            "| {label} | {} | {} ({:.0}/s) | {} | {} | {:.0} / {:.0} ms | {refused} | {:.0} MiB |",
+            offered.map_or("—".into(), |r| format!("{r:.0}/s")),
+            self.count(200),
+            self.ok_rate(),
+            self.count(429),
+            self.other(),
+            self.quantile_ms(200, 0.5),
+            self.quantile_ms(200, 0.99),
+            self.rss_peak,
+        )
+    }
 }
 
 fn body(sentences: &[String], i: usize) -> Vec<u8> {
@@ -132,16 +156,24 @@ async fn send(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Outcome {
     (status, t0.elapsed())
 }
 
-/// Samples the server's RSS every 100 ms until `done`; returns the peak.
-fn watch_rss(pid: u32, done: Arc<Mutex<bool>>) -> std::thread::JoinHandle<f64> {
-    std::thread::spawn(move || {
-        let mut peak: f64 = 0.0;
-        while !*done.lock().expect("flag") {
-            peak = peak.max(rss_mib(pid));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        peak
-    })
+/// Runs a phase while sampling the server's RSS every 100 ms; the phase keeps the peak.
+async fn with_rss(pid: u32, phase: impl std::future::Future<Output = Phase>) -> Phase {
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak: f64 = 0.0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    };
+    let mut phase = phase.await;
+    done.store(true, Ordering::Relaxed);
+    phase.rss_peak = watcher.join().expect("RSS sampler");
+    phase
 }
 
 async fn closed_loop(
@@ -224,64 +256,29 @@ fn main() {
         let _ = closed_loop(&client, &url, &sentences, 8, 3).await; // warm-up
         let rss_idle = rss_mib(pid);
 
-        let done = Arc::new(Mutex::new(false));
-        let watcher = watch_rss(pid, done.clone());
-        let mut capacity = closed_loop(&client, &url, &sentences, 32, 15).await;
-        *done.lock().expect("flag") = true;
-        capacity.rss_peak = watcher.join().expect("rss");
-
+        let capacity = with_rss(pid, closed_loop(&client, &url, &sentences, 32, 15)).await;
         let offered = capacity.ok_rate() * OVERLOAD_FACTOR;
-        let done = Arc::new(Mutex::new(false));
-        let watcher = watch_rss(pid, done.clone());
-        let mut overload = open_loop(&client, &url, &sentences, offered, 30).await;
-        *done.lock().expect("flag") = true;
-        overload.rss_peak = watcher.join().expect("rss");
-
+        let overload = with_rss(pid, open_loop(&client, &url, &sentences, offered, 30)).await;
         let calm = capacity.ok_rate() * 0.5;
-        let done = Arc::new(Mutex::new(false));
-        let watcher = watch_rss(pid, done.clone());
-        let mut recovery = open_loop(&client, &url, &sentences, calm, 15).await;
-        *done.lock().expect("flag") = true;
-        recovery.rss_peak = watcher.join().expect("rss");
+        let recovery = with_rss(pid, open_loop(&client, &url, &sentences, calm, 15)).await;
         let rss_end = rss_mib(pid);
 
         let first_second: Vec<&Outcome> = recovery.outcomes.iter().take(calm.ceil() as usize).collect();
         let first_ok = first_second.iter().filter(|(s, _)| *s == 200).count();
         format!(
-            "Command: `cargo bench --bench overload -- --record` (release server `{shown}`; load from a Rust open-loop \
-             generator over HTTP on the same 2 cores).\n\n\
+            "Command: `cargo bench --bench overload -- --record` (release server `{shown}`; load from a Rust \
+             open-loop generator over HTTP on the same 2 cores).\n\n\
              | phase | offered | answered 200 | 429 | other | 200 p50 / p99 | 429 p50 / p99 | RSS peak |\n\
-             |---|---|---|---|---|---|---|---|\n\
-             | capacity (closed loop, c=32, 15 s) | — | {c_ok} ({c_rate:.0}/s) | {c_429} | {c_other} | {c50:.0} / {c99:.0} ms | — | {c_rss:.0} MiB |\n\
-             | overload ({factor:.0}× capacity, 30 s) | {offered:.0}/s | {o_ok} ({o_rate:.0}/s) | {o_429} | {o_other} | {o50:.0} / {o99:.0} ms | {r50:.2} / {r99:.2} ms | {o_rss:.0} MiB |\n\
-             | recovery (0.5× capacity, 15 s) | {calm:.0}/s | {v_ok} ({v_rate:.0}/s) | {v_429} | {v_other} | {v50:.0} / {v99:.0} ms | — | {v_rss:.0} MiB |\n\n\
+             |---|---|---|---|---|---|---|---|\n{}\n{}\n{}\n\n\
              RSS idle after warm-up {rss_idle:.0} MiB, at the end {rss_end:.0} MiB. In the first second of recovery \
              {first_ok} of {first_n} requests succeeded.",
+            capacity.row("capacity (closed loop, c=32, 15 s)", None),
+            overload.row(
+                &format!("overload ({OVERLOAD_FACTOR:.0}× capacity, 30 s)"),
+                Some(offered)
+            ),
+            recovery.row("recovery (0.5× capacity, 15 s)", Some(calm)),
             shown = server.shown,
-            c_ok = capacity.count(200),
-            c_rate = capacity.ok_rate(),
-            c_429 = capacity.count(429),
-            c_other = capacity.other(),
-            c50 = capacity.quantile_ms(200, 0.5),
-            c99 = capacity.quantile_ms(200, 0.99),
-            c_rss = capacity.rss_peak,
-            factor = OVERLOAD_FACTOR,
-            o_ok = overload.count(200),
-            o_rate = overload.ok_rate(),
-            o_429 = overload.count(429),
-            o_other = overload.other(),
-            o50 = overload.quantile_ms(200, 0.5),
-            o99 = overload.quantile_ms(200, 0.99),
-            r50 = overload.quantile_ms(429, 0.5),
-            r99 = overload.quantile_ms(429, 0.99),
-            o_rss = overload.rss_peak,
-            v_ok = recovery.count(200),
-            v_rate = recovery.ok_rate(),
-            v_429 = recovery.count(429),
-            v_other = recovery.other(),
-            v50 = recovery.quantile_ms(200, 0.5),
-            v99 = recovery.quantile_ms(200, 0.99),
-            v_rss = recovery.rss_peak,
             first_n = first_second.len(),
         )
     });

@@ -118,6 +118,15 @@ def check_answer(tally, model, inputs, outputs):
             tally.fail(f"{model} answer changed (max diff {np.abs(outputs[name] - want).max():.3g})")
 
 
+def triton_inputs(mod, pairs):
+    inputs = []
+    for name, arr in pairs:
+        i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
+        i.set_data_from_numpy(arr)
+        inputs.append(i)
+    return inputs
+
+
 def client_loop(protocol, url, models, tally, stop, seed, bad_every):
     mod = httpclient if protocol == "http" else grpcclient
     client = mod.InferenceServerClient(url=url)
@@ -127,11 +136,7 @@ def client_loop(protocol, url, models, tally, stop, seed, bad_every):
         n += 1
         if n % bad_every == 0:
             model, pairs = bad_request(models, rng)
-            infer_inputs = []
-            for name, arr in pairs:
-                i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-                i.set_data_from_numpy(arr)
-                infer_inputs.append(i)
+            infer_inputs = triton_inputs(mod, pairs)
             try:
                 client.infer(model, infer_inputs)
                 tally.fail(f"bad request to {model} accepted ({protocol})")
@@ -147,11 +152,7 @@ def client_loop(protocol, url, models, tally, stop, seed, bad_every):
             continue
         model = models[n % len(models)]
         pairs, outputs = good_request(model, rng)
-        infer_inputs = []
-        for name, arr in pairs:
-            i = mod.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
-            i.set_data_from_numpy(arr)
-            infer_inputs.append(i)
+        infer_inputs = triton_inputs(mod, pairs)
         t0 = time.perf_counter()
         try:
             result = client.infer(model, infer_inputs)
