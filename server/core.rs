@@ -20,6 +20,7 @@ use crate::request_log;
 use crate::routing::{ModelEntry, ModelState, RoutingTable};
 use crate::scheduler::{Job, JobState, TimeoutAction};
 use crate::stats::Arm;
+use crate::tensor::Tensor;
 use crate::traffic::TrafficPolicy;
 use crate::validate::validate;
 
@@ -375,18 +376,7 @@ impl Core {
     /// Refuses a request whose shapes add up to more elements than the server accepts, before anything is
     /// allocated by them.
     fn check_size(&self, req: &InferRequest) -> InferResult<()> {
-        let mut total: u64 = 0;
-        for t in &req.inputs {
-            let elements = t.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64));
-            total = total.saturating_add(elements);
-            if total > self.max_tensor_elements {
-                return Err(InferError::TooLarge(format!(
-                    "request has more than {} tensor elements (input '{}' brings it to {total}; --max-tensor-elements)",
-                    self.max_tensor_elements, t.name
-                )));
-            }
-        }
-        Ok(())
+        check_tensor_elements(&req.inputs, self.max_tensor_elements)
     }
 
     /// Requests admitted and not yet answered, across all models.
@@ -484,6 +474,23 @@ impl Core {
             .collect();
         Ok(proto::ModelStatisticsResponse { model_stats })
     }
+}
+
+/// Refuses tensors whose shapes add up to more than `max` elements (`--max-tensor-elements`), before anything
+/// is allocated by them.
+pub fn check_tensor_elements(inputs: &[Tensor], max: u64) -> InferResult<()> {
+    let mut total: u64 = 0;
+    for t in inputs {
+        let elements = t.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64));
+        total = total.saturating_add(elements);
+        if total > max {
+            return Err(InferError::TooLarge(format!(
+                "request has more than {max} tensor elements (input '{}' brings it to {total}; --max-tensor-elements)",
+                t.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The routing entry for a model that loaded (logged per version) or failed (logged with its reason).

@@ -1,6 +1,8 @@
 //! Per-version counters behind Triton's statistics extension and the Prometheus metrics derived from them:
 //! lock-free, updated once per request and once per executed batch, read at scrape time.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
@@ -64,6 +66,10 @@ pub const DURATION_BOUNDS_NS: &[u64] = &[
 
 /// Rows per execution, in powers of two up to Triton's largest practical batch.
 pub const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Batch sizes up to this keep their statistics in a flat array, sized at load; larger ones (a config may
+/// declare any max_batch_size up to i32::MAX) get theirs when first executed.
+const DENSE_BATCH_SIZES: usize = 1024;
 
 /// A lock-free histogram over fixed bounds (the last bucket is open-ended): an observation costs two relaxed
 /// atomic adds, and two snapshots give the distribution over the time between them.
@@ -231,8 +237,11 @@ pub struct Stats {
     request_duration: [Histogram; 2],
     /// Times an automatic rollback took this version out of its model's split.
     pub rollbacks: AtomicU64,
-    /// Indexed by batch size (rows); sized to the model's max batch.
+    /// Indexed by batch size (rows); sized to the model's max batch, at most `DENSE_BATCH_SIZES`.
     by_batch_size: Vec<BatchSizeStats>,
+    /// Batch sizes above `DENSE_BATCH_SIZES` and up to `max_batch`, once executed.
+    large_batches: Mutex<BTreeMap<usize, BatchSizeStats>>,
+    max_batch: usize,
     /// What only the metrics port reads; not kept with `--allow-metrics false`.
     detail: Option<Detail>,
 }
@@ -292,7 +301,11 @@ impl Stats {
             last_inference_ms: AtomicU64::new(0),
             request_duration: [Histogram::durations(), Histogram::durations()],
             rollbacks: AtomicU64::new(0),
-            by_batch_size: (0..=max_batch.max(1)).map(|_| BatchSizeStats::default()).collect(),
+            by_batch_size: (0..=max_batch.clamp(1, DENSE_BATCH_SIZES))
+                .map(|_| BatchSizeStats::default())
+                .collect(),
+            large_batches: Mutex::default(),
+            max_batch: max_batch.max(1),
             detail: detailed.then(|| Detail {
                 queue_duration: Histogram::durations(),
                 compute_duration: Histogram::durations(),
@@ -355,10 +368,18 @@ impl Stats {
         self.compute_input.add_n(requests, input * requests as u32);
         self.compute_infer.add_n(requests, infer * requests as u32);
         self.compute_output.add_n(requests, output * requests as u32);
-        if let Some(b) = self.by_batch_size.get(rows) {
+        let add = |b: &BatchSizeStats| {
             b.compute_input.add(input);
             b.compute_infer.add(infer);
             b.compute_output.add(output);
+        };
+        match self.by_batch_size.get(rows) {
+            Some(b) => add(b),
+            None if rows <= self.max_batch => {
+                let mut large = self.large_batches.lock().unwrap_or_else(|p| p.into_inner());
+                add(large.entry(rows).or_default());
+            }
+            None => {}
         }
         if let Some(d) = &self.detail {
             d.compute_duration.observe_duration(input + infer + output);
@@ -389,9 +410,11 @@ impl Stats {
     }
 
     pub fn batch_statistics(&self) -> Vec<InferBatchStatistics> {
+        let large = self.large_batches.lock().unwrap_or_else(|p| p.into_inner());
         self.by_batch_size
             .iter()
             .enumerate()
+            .chain(large.iter().map(|(&size, b)| (size, b)))
             .filter(|(_, b)| b.compute_infer.count() > 0)
             .map(|(size, b)| InferBatchStatistics {
                 batch_size: size as u64,
@@ -438,6 +461,24 @@ mod tests {
         assert_eq!(&s.counts[..3], &[1, 1, 2]);
         assert_eq!(*s.counts.last().unwrap(), 1);
         assert_eq!(s.sum, 2010);
+    }
+
+    #[test]
+    fn any_max_batch_size_costs_memory_only_for_the_batch_sizes_executed() {
+        // A config may declare max_batch_size up to i32::MAX; sizing per-batch-size statistics by it aborted
+        // the load (found by fuzzing: fuzz/corpus/config_pbtxt/oom_stats_max_batch_size).
+        let s = Stats::new(i32::MAX as usize, false);
+        // The last is more rows than the model batches: counted as an execution, but no batch size's.
+        for rows in [1, 3, 3, 5000, i32::MAX as usize, i32::MAX as usize + 1] {
+            s.record_execution(rows, 1, Duration::ZERO, Duration::from_micros(10), Duration::ZERO);
+        }
+        let sizes: Vec<(u64, u64)> = s
+            .batch_statistics()
+            .iter()
+            .map(|b| (b.batch_size, b.compute_infer.as_ref().unwrap().count))
+            .collect();
+        assert_eq!(sizes, vec![(1, 1), (3, 2), (5000, 1), (i32::MAX as u64, 1)]);
+        assert_eq!(s.execution_count.load(Relaxed), 6);
     }
 
     #[test]

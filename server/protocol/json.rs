@@ -228,6 +228,33 @@ mod tests {
     }
 
     #[test]
+    fn floats_read_back_as_the_nearest_value_to_their_decimal() {
+        // serde_json's default fast float parsing can be one unit in the last place off; found by fuzzing
+        // (fuzz/corpus/grpc_request/fp64_json_round_trip.pb).
+        let v = f64::from_bits(0x080a_0000_0000_1500);
+        for text in [
+            format!("{v:e}"),
+            "6.1518713680717485e-270".into(),
+            "6.1518713680717486e-270".into(),
+        ] {
+            let nearest: f64 = text.parse().unwrap();
+            assert_eq!(
+                decode(&format!("[{text}]"), DataType::Fp64).unwrap(),
+                nearest.to_le_bytes(),
+                "{text}"
+            );
+        }
+        let t = Tensor {
+            name: "x".into(),
+            datatype: DataType::Fp64,
+            shape: vec![1],
+            data: Bytes::copy_from_slice(&v.to_le_bytes()),
+        };
+        let json = serde_json::to_string(&JsonData(&t)).unwrap();
+        assert_eq!(decode(&json, DataType::Fp64).unwrap(), v.to_le_bytes(), "{json}");
+    }
+
+    #[test]
     fn bytes_round_trip_through_json() {
         let raw = decode(r#"["a","héllo",""]"#, DataType::Bytes).unwrap();
         let t = Tensor {

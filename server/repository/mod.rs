@@ -213,13 +213,13 @@ pub fn load_version(prepared: &Prepared, version: i64, file: &Path, detailed: bo
     if !file.is_file() {
         return Err(format!("version {version}: model file {} not found", file.display()));
     }
+    let policy = BatchPolicy::from_config(&prepared.config)?;
     let placements = placement::placements(&prepared.spec.name, &prepared.config, &Gpus::discover())?;
     let instances = placements
         .iter()
         .map(|&p| prepared.backend.instantiate(file, &prepared.spec, &prepared.config, p))
         .collect::<Result<Vec<_>, BackendError>>()
         .map_err(|e| format!("version {version}: {e}"))?;
-    let policy = BatchPolicy::from_config(&prepared.config);
     let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
     let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
     Ok(LoadedVersion {

@@ -6,6 +6,10 @@ use crate::backend::Placement;
 use crate::proto::model_instance_group::Kind;
 use crate::proto::ModelConfig;
 
+/// Most instances one version may have. Each is a thread with its own session; Triton sets no bound, and
+/// `count` goes up to i32::MAX, which exhausted memory before the load could fail.
+pub const MAX_INSTANCES: usize = 1024;
+
 /// The GPUs a load may use: their CUDA ordinals, or why there are none.
 pub struct Gpus {
     pub present: Vec<u32>,
@@ -68,6 +72,14 @@ pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Pla
                     .collect::<Result<Vec<u32>, String>>()?,
             ),
         };
+        let total = count
+            .saturating_mul(devices.as_ref().map_or(1, Vec::len))
+            .saturating_add(out.len());
+        if total > MAX_INSTANCES {
+            return Err(format!(
+                "instance group {name} brings the model to {total} instances; at most {MAX_INSTANCES} are supported"
+            ));
+        }
         match devices {
             None => out.extend(std::iter::repeat_n(Placement::Cpu, count)),
             Some(devices) => {
@@ -129,6 +141,29 @@ mod tests {
         assert!(err.contains("KIND_GPU") && err.contains("no NVIDIA driver"), "{err}");
         let err = placements("m", &config(&[(Kind::Gpu, 1, &[3])]), &gpus(&[0])).unwrap_err();
         assert!(err.contains("names GPU 3"), "{err}");
+    }
+
+    #[test]
+    fn more_instances_than_the_limit_fail_the_load_instead_of_exhausting_memory() {
+        // count: 2147483647 aborted the process while loading the model (the config_pbtxt fuzz target's seed
+        // fuzz/corpus/config_pbtxt/oom_instance_count.pbtxt).
+        let n = MAX_INSTANCES as i32;
+        assert_eq!(
+            placements("m", &config(&[(Kind::Cpu, n, &[])]), &gpus(&[]))
+                .unwrap()
+                .len(),
+            MAX_INSTANCES
+        );
+        let err = placements("m", &config(&[(Kind::Cpu, i32::MAX, &[])]), &gpus(&[])).unwrap_err();
+        assert!(
+            err.contains("#0 brings the model to 2147483647 instances; at most 1024"),
+            "{err}"
+        );
+        // Counted over every group, and per GPU.
+        let err = placements("m", &config(&[(Kind::Cpu, n, &[]), (Kind::Cpu, 1, &[])]), &gpus(&[])).unwrap_err();
+        assert!(err.contains("#1 brings the model to 1025 instances"), "{err}");
+        let err = placements("m", &config(&[(Kind::Gpu, n / 2 + 1, &[0, 1])]), &gpus(&[0, 1])).unwrap_err();
+        assert!(err.contains("to 1026 instances"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use crate::proto::{ModelConfig, ModelQueuePolicy};
 /// overload into memory growth and timeouts.
 pub const DEFAULT_QUEUE_SIZE: usize = 4096;
 
+/// Most priority levels a model may declare: each level is a queue that every batching decision scans.
+/// (Triton sets no bound; `priority_levels` is a uint64.)
+pub const MAX_PRIORITY_LEVELS: u64 = 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutAction {
     /// A request still waiting at its timeout fails.
@@ -75,10 +79,10 @@ pub struct BatchPolicy {
 }
 
 impl BatchPolicy {
-    pub fn from_config(cfg: &ModelConfig) -> Self {
+    pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
         let max_batch_size = cfg.max_batch_size.max(0) as usize;
         let Some(SchedulingChoice::DynamicBatching(db)) = &cfg.scheduling_choice else {
-            return Self {
+            return Ok(Self {
                 max_batch_size,
                 dynamic: false,
                 max_queue_delay: Duration::ZERO,
@@ -86,8 +90,14 @@ impl BatchPolicy {
                 preserve_ordering: false,
                 levels: vec![QueuePolicy::default()],
                 default_priority: 1,
-            };
+            });
         };
+        if db.priority_levels > MAX_PRIORITY_LEVELS {
+            return Err(format!(
+                "dynamic_batching.priority_levels is {}; at most {MAX_PRIORITY_LEVELS} are supported",
+                db.priority_levels
+            ));
+        }
         let default_queue = db
             .default_queue_policy
             .as_ref()
@@ -111,7 +121,7 @@ impl BatchPolicy {
             .collect();
         preferred.sort_unstable();
         preferred.dedup();
-        Self {
+        Ok(Self {
             max_batch_size,
             dynamic: max_batch_size > 1,
             max_queue_delay: Duration::from_micros(db.max_queue_delay_microseconds),
@@ -119,7 +129,7 @@ impl BatchPolicy {
             preserve_ordering: db.preserve_ordering,
             levels,
             default_priority: (db.default_priority_level as usize).clamp(1, n_levels),
-        }
+        })
     }
 }
 
@@ -137,7 +147,7 @@ mod tests {
              priority_queue_policy { key: 1 value { max_queue_size: 9 } } }",
         )
         .unwrap();
-        let p = BatchPolicy::from_config(&cfg);
+        let p = BatchPolicy::from_config(&cfg).unwrap();
         assert!(p.dynamic);
         assert_eq!(p.max_queue_delay, Duration::from_micros(250));
         assert_eq!(
@@ -161,8 +171,27 @@ mod tests {
 
     #[test]
     fn no_dynamic_batching_means_one_request_at_a_time() {
-        let p = BatchPolicy::from_config(&parse_pbtxt("max_batch_size: 8").unwrap());
+        let p = BatchPolicy::from_config(&parse_pbtxt("max_batch_size: 8").unwrap()).unwrap();
         assert!(!p.dynamic);
         assert_eq!(p.levels, vec![QueuePolicy::default()]);
+    }
+
+    #[test]
+    fn priority_levels_beyond_the_limit_fail_the_load_instead_of_exhausting_memory() {
+        // One queue per level: 2^64-1 levels aborted the process while loading the model (the config_pbtxt
+        // fuzz target's seed fuzz/corpus/config_pbtxt/oom_priority_levels.pbtxt).
+        let levels = |n: u64| {
+            BatchPolicy::from_config(
+                &parse_pbtxt(&format!(
+                    "max_batch_size: 8 dynamic_batching {{ priority_levels: {n} }}"
+                ))
+                .unwrap(),
+            )
+        };
+        assert_eq!(levels(MAX_PRIORITY_LEVELS).unwrap().levels.len(), 1024);
+        for n in [MAX_PRIORITY_LEVELS + 1, u64::MAX] {
+            let err = levels(n).unwrap_err();
+            assert!(err.contains(&format!("priority_levels is {n}; at most 1024")), "{err}");
+        }
     }
 }
