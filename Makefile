@@ -26,6 +26,9 @@ test: setup
 	# ONNX files on candle (its build compiles ONNX's proto with the vendored protoc).
 	PROTOC=$$(scripts/protoc-path.sh) $(CARGO) test --locked --features candle-onnx --test candle_onnx
 	.venv/bin/python -m pytest -q tests/interop
+	# Every fuzz target for 10 s (cargo-fuzz needs the nightly toolchain; a machine without it says so).
+	@if cargo +nightly --version >/dev/null 2>&1; then $(MAKE) fuzz FUZZ_SECONDS=10; \
+	else echo "fuzz smoke run SKIPPED: no nightly toolchain (rustup toolchain install nightly)"; fi
 
 bench: setup
 	scripts/bench.sh

@@ -39,6 +39,9 @@ if (($# > 0)); then
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
+# The server's dependencies at the versions it ships with (the parsers fuzzed are partly theirs: serde_json,
+# prost, prost-reflect); cargo adds libFuzzer's own.
+cp ../Cargo.lock Cargo.lock
 # -a: debug assertions and overflow checks, so an integer overflow on input is a failure too. The targets
 # share one build of the server; the runs below reuse it.
 export CARGO_BUILD_JOBS=${FUZZ_BUILD_JOBS:-2}
