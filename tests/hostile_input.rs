@@ -45,26 +45,24 @@ struct Answer {
 /// Posts `body` (with the binary extension's header length when given); a hang fails the property.
 fn post(body: Vec<u8>, header_length: Option<usize>) -> Answer {
     runtime().block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client");
-        let mut req = client.post(format!("{}/v2/models/simple/infer", server())).body(body);
-        if let Some(n) = header_length {
-            req = req.header("Inference-Header-Content-Length", n.to_string());
-        }
-        let resp = req.send().await.expect("the server answers within 20 s");
-        let status = resp.status().as_u16();
-        let binary_header = resp
-            .headers()
-            .get("Inference-Header-Content-Length")
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let body = resp.bytes().await.expect("the whole answer arrives").to_vec();
-        Answer {
-            status,
-            binary_header,
-            body,
-        }
+        let url = format!("{}/v2/models/simple/infer", server());
+        let answer = async {
+            let resp = common::post_raw(&url, body, header_length).await;
+            let status = resp.status().as_u16();
+            let binary_header = resp
+                .headers()
+                .get("Inference-Header-Content-Length")
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let body = resp.bytes().await.expect("the whole answer arrives").to_vec();
+            Answer {
+                status,
+                binary_header,
+                body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), answer)
+            .await
+            .expect("the server answers within 20 s")
     })
 }
 
