@@ -22,11 +22,12 @@ fn bench(c: &mut Criterion) {
 
     let backend = CandleBackend::new();
     let src = ModelSource {
-        name: "minilm".into(),
+        name: inferd::model_name::ModelName::parse("minilm").unwrap(),
         dir: root().join("models/minilm"),
     };
     let prepared = prepare(
         &src,
+        None,
         &[std::sync::Arc::new(CandleBackend::new()) as std::sync::Arc<dyn Backend>],
     )
     .unwrap();

@@ -8,9 +8,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use inferd::backend::ort::{find_library, OrtBackend};
 use inferd::backend::Backend;
-use inferd::core::Core;
+use inferd::lifecycle::{Lifecycle, LifecycleConfig};
 use inferd::metrics::Metrics;
 use inferd::request::Protocol;
+use inferd::routing::Routes;
+use inferd::serving::{Serving, ServingConfig};
 use inferd::stats::{Arm, Stats};
 
 fn one_request(s: &Stats) {
@@ -38,13 +40,30 @@ fn bench(c: &mut Criterion) {
     let library = find_library(None).expect("run `make setup` first");
     let backend: Arc<dyn Backend> = Arc::new(OrtBackend::new(library, 1).expect("ONNX Runtime loads"));
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-    let core = Arc::new(Core::new("bench".into(), vec![repo], vec![backend], true, 0, false));
+    let routes = Arc::new(Routes::default());
+    let lifecycle = Arc::new(Lifecycle::new(
+        routes.clone(),
+        LifecycleConfig {
+            repositories: vec![repo],
+            backends: vec![backend],
+            detailed_metrics: true,
+        },
+    ));
+    let serving = Serving::new(
+        routes,
+        ServingConfig {
+            server_id: "bench".into(),
+            strict_readiness: true,
+            max_inflight: 0,
+            max_tensor_elements: u64::MAX,
+        },
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(core.load_repository(None))
+    rt.block_on(lifecycle.load_repository(None))
         .expect("the example models load");
     let metrics = Metrics::new();
     c.bench_function("scrape (render /metrics, example models)", |b| {
-        b.iter(|| metrics.render(&core).len())
+        b.iter(|| metrics.render(&serving, &lifecycle).len())
     });
 }
 

@@ -25,10 +25,10 @@ fn bench(c: &mut Criterion) {
     let library = find_library(None).expect("run `make setup` first");
     let backend = std::sync::Arc::new(OrtBackend::new(library.clone(), 1).expect("ONNX Runtime loads"));
     let src = ModelSource {
-        name: "mlp".into(),
+        name: inferd::model_name::ModelName::parse("mlp").unwrap(),
         dir: mlp(),
     };
-    let prepared = prepare(&src, &[backend.clone() as std::sync::Arc<dyn Backend>]).unwrap();
+    let prepared = prepare(&src, None, &[backend.clone() as std::sync::Arc<dyn Backend>]).unwrap();
     let file = prepared.versions[0].1.clone();
     let mut instance = backend
         .instantiate(&file, &prepared.spec, &prepared.config, Placement::Cpu)

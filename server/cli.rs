@@ -82,9 +82,14 @@ pub struct ServeArgs {
     /// Which models load at start: all (none), or only those named by --load-model (explicit).
     #[arg(long, env = "INFERD_MODEL_CONTROL_MODE", value_enum, default_value_t = ModelControlMode::None)]
     pub model_control_mode: ModelControlMode,
-    /// Bearer token that admin requests (repository load and unload) must carry. Without it they are open.
+    /// Bearer token that admin requests (repository load and unload, traffic changes) must carry. Without it,
+    /// they are accepted only from loopback clients (see --allow-remote-admin).
     #[arg(long, env = "INFERD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Without --admin-token, accept admin requests from any client, not only loopback ones: for a network
+    /// where every client is trusted.
+    #[arg(long, env = "INFERD_ALLOW_REMOTE_ADMIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_remote_admin: bool,
     /// In poll mode, how often the repository is rescanned besides the filesystem watcher's prompt rescans.
     #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15)]
     pub repository_poll_secs: u64,
@@ -129,6 +134,10 @@ pub struct ServeArgs {
     /// Largest gRPC message, in bytes (Triton allows up to 2 GiB).
     #[arg(long, env = "INFERD_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
     pub grpc_max_message_bytes: usize,
+    /// Streams (calls in progress) one gRPC connection may have open at once, advertised to clients as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; a client opens more connections for more.
+    #[arg(long, env = "INFERD_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_concurrent_streams: u32,
 
     /// On SIGTERM/SIGINT: how long requests in flight and queued may take to finish before the server exits
     /// anyway (it reports not-ready and refuses new requests at once).

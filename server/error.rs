@@ -1,7 +1,7 @@
-//! The one error type a request can meet, and its single mapping to HTTP status and gRPC code.
+//! The one error type a request can meet, and its single mapping to HTTP status and gRPC code. Everything below
+//! the front-ends returns it (or a typed error of its own that converts into it), so the status a client sees is
+//! decided here and only here.
 use axum::http::StatusCode;
-
-use crate::stats::FailReason;
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum InferError {
@@ -23,10 +23,10 @@ pub enum InferError {
     /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     Timeout(String),
-    /// An admin request without the right bearer token: 401 / UNAUTHENTICATED.
+    /// An admin request the server does not accept from this client: 401 / UNAUTHENTICATED.
     #[error("{0}")]
     Unauthenticated(String),
-    /// The backend failed while running the model: 500 / INTERNAL.
+    /// The server failed (the backend while running the model, or a file it writes): 500 / INTERNAL.
     #[error("{0}")]
     Internal(String),
 }
@@ -57,15 +57,6 @@ impl InferError {
             Self::ResourceExhausted(_) | Self::TooLarge(_) => tonic::Code::ResourceExhausted,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::Internal(_) => tonic::Code::Internal,
-        }
-    }
-
-    /// The failure reason Triton's metrics use (`nv_inference_request_failure{reason=...}`).
-    pub fn fail_reason(&self) -> FailReason {
-        match self {
-            Self::ResourceExhausted(_) | Self::Timeout(_) => FailReason::Rejected,
-            Self::Internal(_) => FailReason::Backend,
-            _ => FailReason::Other,
         }
     }
 }

@@ -1,18 +1,28 @@
 //! inferd: a model inference server for the KServe V2 / Open Inference Protocol.
 //!
-//! A request's path: a protocol front-end (`protocol::http`, `protocol::grpc`) decodes it into an
-//! `InferRequest`; `core::Core` validates it against the model (`validate`), routes it through the
-//! arc-swapped `routing` table to a loaded version, whose `scheduler` batches it onto a `backend` instance
-//! thread; the outputs come back through a oneshot channel and are encoded by the same front-end.
+//! A request's path, and the modules along it (each depends only on those after it):
+//! - `protocol`: the front-ends (`http`, `grpc`) decode a request into an `InferRequest`, checking the model
+//!   name it carries (`model_name`), and call `serving` (requests) or `admin` (changes).
+//! - `serving`: admission, size limits, routing through the arc-swapped `routing` table (`traffic` policies:
+//!   labels, splits, shadows), validation (`validate`) and output selection (`classification`).
+//! - `admin`: who may change what is served (`admin::access`), the repository API and traffic changes, on top
+//!   of `lifecycle` (load, install, retire; used alike by start-up, the repository API and the poll `watch`er),
+//!   which reads the `repository`.
+//! - `scheduler`: a loaded `version`'s queue, batcher and instance threads, owning each request's stay.
+//! - `backend`: ONNX Runtime and candle executing batches; `spec` is what a model declares.
+//!
+//! Beside the path: `stats` and `metrics` (Prometheus), `rollback` (the traffic guard), `request_log`, `tls`,
+//! `gpu`, `memory`, and `server` (starting and stopping it all from the `cli`).
+pub mod admin;
 pub mod backend;
+pub mod classification;
 pub mod cli;
-pub mod control;
-pub mod core;
 pub mod error;
 pub mod gpu;
+pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
-pub mod model;
+pub mod model_name;
 pub mod proto;
 pub mod protocol;
 pub mod repository;
@@ -22,9 +32,12 @@ pub mod rollback;
 pub mod routing;
 pub mod scheduler;
 pub mod server;
+pub mod serving;
+pub mod spec;
 pub mod stats;
 pub mod tensor;
 pub mod tls;
 pub mod traffic;
 pub mod validate;
+pub mod version;
 pub mod watch;

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use prometheus::proto::{Bucket, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::core::Core;
+use crate::lifecycle::Lifecycle;
 use crate::request::Protocol;
 use crate::routing::ModelEntry;
+use crate::serving::Serving;
 use crate::stats::{Arm, FailReason, HistogramSnapshot, DURATION_BOUNDS_NS};
 
 /// The collectors that outlive one scrape (process CPU, memory, file descriptors).
@@ -120,8 +121,8 @@ impl Metrics {
         Self { process }
     }
 
-    pub fn render(&self, core: &Core) -> String {
-        let mut families = model_families(core);
+    pub fn render(&self, serving: &Serving, lifecycle: &Lifecycle) -> String {
+        let mut families = model_families(serving, lifecycle);
         families.extend(gpu_families());
         families.extend(self.process.gather());
         let mut out = Vec::new();
@@ -130,7 +131,7 @@ impl Metrics {
     }
 }
 
-fn model_families(core: &Core) -> Vec<MetricFamily> {
+fn model_families(serving: &Serving, lifecycle: &Lifecycle) -> Vec<MetricFamily> {
     let triton_us = |name: &str, what: &str| Family::counter(name, &format!("Cumulative {what} in microseconds"));
     let mut success = Family::counter(
         "nv_inference_request_success",
@@ -178,14 +179,15 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
         "Automatic rollbacks that took this version out of its split",
     );
 
-    let table = core.table();
+    let table = serving.routes().load();
     let mut names: Vec<&String> = table.models.keys().collect();
     names.sort();
     for name in names {
         let entry = &table.models[name];
         let mut inflight_sum = 0;
         for lv in entry.versions.values() {
-            let mv = [("model", name.as_str()), ("version", lv.version_label.as_str())];
+            let version = lv.version.to_string();
+            let mv = [("model", name.as_str()), ("version", version.as_str())];
             let s = &lv.stats;
             success.set(&mv, s.success.count() as f64);
             for reason in FailReason::ALL {
@@ -235,12 +237,12 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
         "inferd_inflight_requests",
         "Requests admitted by the server and not yet answered",
     );
-    server_inflight.set(&[], core.inflight() as f64);
+    server_inflight.set(&[], serving.inflight() as f64);
     let mut state = Family::gauge(
         "inferd_model_state",
         "1 for each model version's lifecycle state (a model-wide state has an empty version)",
     );
-    for (model, version, s) in core.lifecycle() {
+    for (model, version, s) in lifecycle.states() {
         state.set(&[("model", &model), ("version", &version), ("state", s.label())], 1.0);
     }
     let mut load_failures = Family::counter(
@@ -248,7 +250,7 @@ fn model_families(core: &Core) -> Vec<MetricFamily> {
         "Model loads that failed, at start or later",
     );
     // Every known model has the counter (at 0 until a load fails), so `increase()` sees the first failure.
-    let mut failures = core.load_failures();
+    let mut failures = lifecycle.load_failures();
     for name in table.models.keys() {
         failures.entry(name.clone()).or_default();
     }
@@ -333,14 +335,14 @@ fn traffic_shares(entry: &ModelEntry) -> Vec<(i64, Arm, f64)> {
     shares
 }
 
-pub fn router(core: Arc<Core>, metrics: Arc<Metrics>) -> axum::Router {
+pub fn router(serving: Arc<Serving>, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let (core, metrics) = (core.clone(), metrics.clone());
+            let (serving, lifecycle, metrics) = (serving.clone(), lifecycle.clone(), metrics.clone());
             async move {
                 // NVML reads can take milliseconds; keep them off the async workers.
-                let text = tokio::task::spawn_blocking(move || metrics.render(&core))
+                let text = tokio::task::spawn_blocking(move || metrics.render(&serving, &lifecycle))
                     .await
                     .unwrap_or_default();
                 ([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text)

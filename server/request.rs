@@ -1,4 +1,6 @@
 //! The transport-free request and response both front-ends decode into and encode from.
+use crate::error::{InferError, InferResult};
+use crate::model_name::ModelRef;
 use crate::tensor::Tensor;
 
 /// The header (REST) and metadata key (gRPC) of a request's routing key.
@@ -35,15 +37,60 @@ pub enum ParamValue {
     String(String),
 }
 
-#[derive(Clone, Debug, Default)]
+impl ParamValue {
+    /// A non-negative integer, else `None`.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::Int(i) => u64::try_from(i).ok(),
+            Self::Uint(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// An output the request asks for, with what the protocol's parameters say about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// Triton's classification extension: the top this-many classes of each row in place of the tensor.
+    pub classification: Option<usize>,
+}
+
+impl RequestedOutput {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            classification: None,
+        }
+    }
+
+    /// An output with the protocol parameters the request gave it (`classification`: a class count, where 0
+    /// asks for none; other parameters are the front-end's, such as `binary_data`).
+    pub fn with_parameters(name: String, parameters: &[(String, ParamValue)]) -> InferResult<Self> {
+        let classification = match parameters.iter().find(|(k, _)| k == "classification") {
+            None => None,
+            Some((_, v)) => match v.as_u64() {
+                Some(0) => None,
+                Some(k) => Some(usize::try_from(k).unwrap_or(usize::MAX)),
+                None => {
+                    return Err(InferError::invalid(format!(
+                        "parameter 'classification' of output '{name}' must be a non-negative integer, got {v:?}"
+                    )))
+                }
+            },
+        };
+        Ok(Self { name, classification })
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct InferRequest {
     pub id: String,
-    pub model: String,
-    /// The version named in the URL or request; `None` picks the model's default.
-    pub version: Option<String>,
+    /// The model, and the version (or label) the request names; none picks by the model's traffic policy.
+    pub model: ModelRef,
     pub inputs: Vec<Tensor>,
-    /// Requested output names; empty means every output.
-    pub outputs: Vec<String>,
+    /// The outputs asked for, in the order asked; empty means every output in the model's order.
+    pub outputs: Vec<RequestedOutput>,
     pub parameters: Vec<(String, ParamValue)>,
     /// Keeps a caller on one version of a weighted split (header or metadata `inferd-routing-key`, or the
     /// request parameter `routing_key`).
@@ -52,8 +99,31 @@ pub struct InferRequest {
 }
 
 impl InferRequest {
+    /// A request for `model` with nothing in it yet.
+    pub fn new(model: ModelRef, protocol: Protocol) -> Self {
+        Self {
+            id: String::new(),
+            model,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            parameters: Vec::new(),
+            routing_key: None,
+            protocol,
+        }
+    }
+
     pub fn parameter(&self, name: &str) -> Option<&ParamValue> {
         self.parameters.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// A request parameter that must be a non-negative integer when present (`priority`, `timeout`).
+    pub fn unsigned_parameter(&self, name: &str) -> InferResult<Option<u64>> {
+        match self.parameter(name) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                InferError::invalid(format!("parameter '{name}' must be a non-negative integer, got {v:?}"))
+            }),
+        }
     }
 
     /// The transport's routing key, else the `routing_key` request parameter.

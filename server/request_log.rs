@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::InferError;
 use crate::request::{InferRequest, Protocol};
+use crate::stats::FailReason;
 
 static GENERATED: AtomicU64 = AtomicU64::new(1);
 
@@ -18,21 +19,33 @@ pub fn failed(req: &InferRequest, err: &InferError) {
     } else {
         req.id.clone()
     };
-    line(req.protocol, &id, &req.model, req.version.as_deref().unwrap_or(""), err);
+    line(
+        req.protocol,
+        &id,
+        &req.model.name,
+        req.model.version().unwrap_or(""),
+        err,
+    );
 }
 
-/// A request whose body could not be decoded (its id is unknown).
+/// A request whose body could not be decoded (its id is unknown). Its model name is unchecked: written
+/// escaped and cut short, so a hostile one cannot forge or flood log lines.
 pub fn undecodable(protocol: Protocol, model: &str, id: Option<&str>, err: &InferError) {
     let id = id.filter(|i| !i.is_empty()).map_or_else(generated_id, str::to_string);
-    line(protocol, &id, model, "", err);
+    let model: String = model.chars().take(256).flat_map(char::escape_debug).collect();
+    line(protocol, &id, &model, "", err);
 }
 
 pub fn served(req: &InferRequest, version: &str) {
-    tracing::debug!(request_id = %req.id, model = %req.model, version, protocol = req.protocol.label(), "request served");
+    tracing::debug!(request_id = %req.id, model = %req.model.name, version, protocol = req.protocol.label(), "request served");
 }
 
 fn line(protocol: Protocol, id: &str, model: &str, version: &str, err: &InferError) {
-    let (protocol, reason, status) = (protocol.label(), err.fail_reason().label(), err.http_status().as_u16());
+    let (protocol, reason, status) = (
+        protocol.label(),
+        FailReason::of(err).label(),
+        err.http_status().as_u16(),
+    );
     // Server-side failures need attention; refusals under load and clients' mistakes are routine.
     match err {
         InferError::Internal(_) => {

@@ -2,14 +2,22 @@
 //! failures and p99 latency read over the guard's window (from two snapshots of its statistics); on a breach
 //! with enough requests, the version's weight drops to 0, the event is logged, and `inferd_rollbacks_total`
 //! counts it.
+//!
+//! A window belongs to one loaded version: a reload starts a new one (the new version's counters start at
+//! zero), and a counter that went backwards restarts the window rather than wrapping. The rollback is one
+//! locked update of the current policy, so a policy an operator set meanwhile is kept.
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::core::Core;
+use crate::routing::Routes;
 use crate::stats::{HistogramSnapshot, DURATION_BOUNDS_NS};
+use crate::traffic::Guard;
+use crate::version::LoadedVersion;
 
+/// One reading of a version's statistics.
+#[derive(Clone, Debug)]
 struct Sample {
     at: Instant,
     done: u64,
@@ -18,9 +26,48 @@ struct Sample {
     latency: HistogramSnapshot,
 }
 
+/// The readings of one loaded version over its guard's window.
+struct Window {
+    version: Weak<LoadedVersion>,
+    samples: VecDeque<Sample>,
+}
+
+/// Adds `now` to `samples` (dropping readings older than the guard's window) and says why the version breached
+/// its guard since the oldest reading, with how many requests that covers, if it did.
+fn judge(guard: &Guard, samples: &mut VecDeque<Sample>, now: Sample) -> Option<(String, u64)> {
+    let window = Duration::from_secs(guard.window_secs.max(1));
+    while samples.front().is_some_and(|f| now.at.duration_since(f.at) > window) {
+        samples.pop_front();
+    }
+    let verdict = samples.front().and_then(|first| {
+        // Counters only grow while one version serves; if they did not, start the window again.
+        let requests = now.done.checked_sub(first.done)?;
+        let failed = now.failed.checked_sub(first.failed)?;
+        if requests < guard.min_requests.max(1) {
+            return None;
+        }
+        let error_rate = failed as f64 / requests as f64;
+        let p99_ms = now.latency.since(&first.latency).quantile(DURATION_BOUNDS_NS, 0.99) as f64 / 1e6;
+        let why = match (guard.max_error_rate, guard.max_p99_ms) {
+            (Some(max), _) if error_rate > max => format!("error rate {error_rate:.3} > {max}"),
+            (_, Some(max)) if p99_ms > max => format!("p99 {p99_ms:.1} ms > {max} ms"),
+            _ => return None,
+        };
+        Some((why, requests))
+    });
+    let went_back = samples
+        .front()
+        .is_some_and(|f| now.done < f.done || now.failed < f.failed);
+    if went_back {
+        samples.clear();
+    }
+    samples.push_back(now);
+    verdict
+}
+
 /// Runs until `stop` resolves.
-pub async fn guard(core: Arc<Core>, stop: impl std::future::Future<Output = ()>) {
-    let mut history: HashMap<(String, i64), VecDeque<Sample>> = HashMap::new();
+pub async fn guard(routes: Arc<Routes>, stop: impl std::future::Future<Output = ()>) {
+    let mut windows: HashMap<String, Window> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(stop);
     loop {
@@ -31,14 +78,26 @@ pub async fn guard(core: Arc<Core>, stop: impl std::future::Future<Output = ()>)
         let now = Instant::now();
         let mut breaches = Vec::new();
         {
-            let table = core.table();
+            let table = routes.load();
+            windows.retain(|name, _| table.models.get(name).is_some_and(|e| e.traffic.guard.is_some()));
             for (name, entry) in &table.models {
                 let Some(g) = &entry.traffic.guard else { continue };
                 let Some(lv) = entry.versions.get(&g.version) else {
+                    windows.remove(name);
                     continue;
                 };
                 if entry.traffic.weights.get(&g.version).copied().unwrap_or(0) == 0 {
+                    windows.remove(name);
                     continue;
+                }
+                let window = windows.entry(name.clone()).or_insert_with(|| Window {
+                    version: Arc::downgrade(lv),
+                    samples: VecDeque::new(),
+                });
+                // Another loaded version (a reload, or the guard moved): a new window.
+                if !window.version.ptr_eq(&Arc::downgrade(lv)) {
+                    window.version = Arc::downgrade(lv);
+                    window.samples.clear();
                 }
                 let s = &lv.stats;
                 let sample = Sample {
@@ -47,43 +106,96 @@ pub async fn guard(core: Arc<Core>, stop: impl std::future::Future<Output = ()>)
                     failed: s.fail.count(),
                     latency: s.request_durations(),
                 };
-                let samples = history.entry((name.clone(), g.version)).or_default();
-                let window = Duration::from_secs(g.window_secs.max(1));
-                while samples.front().is_some_and(|f| now.duration_since(f.at) > window) {
-                    samples.pop_front();
+                if let Some((why, requests)) = judge(g, &mut window.samples, sample) {
+                    breaches.push((name.clone(), lv.clone(), why, requests));
                 }
-                if let Some(first) = samples.front() {
-                    let requests = sample.done - first.done;
-                    if requests >= g.min_requests.max(1) {
-                        let error_rate = (sample.failed - first.failed) as f64 / requests as f64;
-                        let delta = sample.latency.since(&first.latency);
-                        let p99_ms = delta.quantile(DURATION_BOUNDS_NS, 0.99) as f64 / 1e6;
-                        let why = match (g.max_error_rate, g.max_p99_ms) {
-                            (Some(max), _) if error_rate > max => Some(format!("error rate {error_rate:.3} > {max}")),
-                            (_, Some(max)) if p99_ms > max => Some(format!("p99 {p99_ms:.1} ms > {max} ms")),
-                            _ => None,
-                        };
-                        if let Some(why) = why {
-                            breaches.push((name.clone(), g.version, why, requests));
-                        }
-                    }
-                }
-                samples.push_back(sample);
             }
         }
-        for (name, version, why, requests) in breaches {
-            let mut policy = match core.traffic(&name) {
-                Ok(p) => p,
-                Err(_) => continue,
-            };
-            policy.weights.insert(version, 0);
-            if core.set_traffic(&name, policy).await.is_ok() {
+        for (name, lv, why, requests) in breaches {
+            // Decided again on the policy as it is now, under the table's lock: the guard may have gone, or an
+            // operator may have set the weight already; anything else they changed is kept.
+            let rolled_back = routes.update_traffic(&name, |entry| {
+                let still_guarded = entry.traffic.guard.as_ref().is_some_and(|g| g.version == lv.version)
+                    && entry.versions.get(&lv.version).is_some_and(|v| Arc::ptr_eq(v, &lv))
+                    && entry.traffic.weights.get(&lv.version).is_some_and(|&w| w > 0);
+                if !still_guarded {
+                    return Ok(None);
+                }
+                let mut policy = (*entry.traffic).clone();
+                policy.weights.insert(lv.version, 0);
+                Ok(Some(policy))
+            });
+            if rolled_back.unwrap_or(false) {
+                let version = lv.version;
                 tracing::warn!(model = %name, version, "automatic rollback: version {version} of '{name}' breached its guard ({why} over {requests} requests); its weight is now 0");
-                if let Some(lv) = core.table().models.get(&name).and_then(|e| e.versions.get(&version)) {
-                    lv.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
-                }
-                history.remove(&(name, version));
+                lv.stats.rollbacks.fetch_add(1, Ordering::Relaxed);
+                windows.remove(&name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        Guard {
+            version: 2,
+            max_error_rate: Some(0.5),
+            max_p99_ms: None,
+            min_requests: 5,
+            window_secs: 30,
+        }
+    }
+
+    fn sample(at: Instant, done: u64, failed: u64) -> Sample {
+        Sample {
+            at,
+            done,
+            failed,
+            latency: HistogramSnapshot::default(),
+        }
+    }
+
+    #[test]
+    fn a_breach_needs_enough_requests_in_the_window() {
+        let t = Instant::now();
+        let mut samples = VecDeque::new();
+        assert!(
+            judge(&guard(), &mut samples, sample(t, 0, 0)).is_none(),
+            "nothing to compare with yet"
+        );
+        assert!(
+            judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 4, 4)).is_none(),
+            "4 < 5"
+        );
+        let (why, requests) = judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 10, 9)).unwrap();
+        assert_eq!(requests, 10);
+        assert!(why.starts_with("error rate 0.900 > 0.5"), "{why}");
+    }
+
+    #[test]
+    fn counters_that_went_back_restart_the_window_instead_of_wrapping() {
+        // A reload's new counters start at 0: 0 - 3 must not read as 2^64 - 3 requests, all failed.
+        let t = Instant::now();
+        let mut samples = VecDeque::new();
+        judge(&guard(), &mut samples, sample(t, 3, 3));
+        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 0, 0)).is_none());
+        assert_eq!(samples.len(), 1, "the window starts again from the new reading");
+        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 4, 0)).is_none());
+    }
+
+    #[test]
+    fn readings_older_than_the_window_are_dropped() {
+        let t = Instant::now();
+        let mut samples = VecDeque::new();
+        judge(&guard(), &mut samples, sample(t, 0, 0));
+        let later = t + Duration::from_secs(31);
+        assert!(
+            judge(&guard(), &mut samples, sample(later, 100, 100)).is_none(),
+            "the old reading left"
+        );
+        assert_eq!(samples.len(), 1);
     }
 }

@@ -1,18 +1,22 @@
 //! The routing table: which loaded version serves a request. It is swapped whole (arc-swap), so a request
-//! reads one consistent snapshot without locks while models load and unload.
+//! reads one consistent snapshot without locks while models load and unload. Every change is one step under
+//! one lock, reading the table it replaces, so no change can be lost to another made meanwhile.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::error::{InferError, InferResult};
-use crate::model::LoadedVersion;
+use crate::repository::LoadError;
 use crate::traffic::{spread, TrafficPolicy};
+use crate::version::LoadedVersion;
 
 #[derive(Clone)]
 pub enum ModelState {
     Ready,
     /// The model is known but cannot serve: it failed to load (with the reason).
-    Unavailable(String),
+    Unavailable(LoadError),
 }
 
 #[derive(Clone)]
@@ -24,7 +28,7 @@ pub struct ModelEntry {
     /// Requests routed by weight so far: the draw for the next one.
     pub draws: Arc<AtomicU64>,
     /// Why the last (re)load failed while the versions above kept serving.
-    pub last_error: Option<String>,
+    pub last_error: Option<LoadError>,
 }
 
 impl ModelEntry {
@@ -50,11 +54,13 @@ pub struct RoutingTable {
     pub models: HashMap<String, ModelEntry>,
 }
 
+fn unknown_model(model: &str) -> InferError {
+    InferError::NotFound(format!("Request for unknown model: '{model}' is not found"))
+}
+
 impl RoutingTable {
     pub fn entry(&self, model: &str) -> InferResult<&ModelEntry> {
-        self.models
-            .get(model)
-            .ok_or_else(|| InferError::NotFound(format!("Request for unknown model: '{model}' is not found")))
+        self.models.get(model).ok_or_else(|| unknown_model(model))
     }
 
     /// The version a request names (a number or a label), or the newest loaded one.
@@ -63,7 +69,7 @@ impl RoutingTable {
     }
 
     /// As `resolve`, but a request that names no version follows the model's weighted split (sticky by
-    /// `routing_key` when it has one).
+    /// `routing_key` when it has one). `version` is never empty (the decoders normalise it).
     pub fn route(
         &self,
         model: &str,
@@ -73,7 +79,7 @@ impl RoutingTable {
         let entry = self.entry(model)?;
         let unknown_version =
             |v: &str| InferError::NotFound(format!("Request for unknown model: '{model}' version {v} is not found"));
-        match version.filter(|v| !v.is_empty()) {
+        match version {
             Some(v) => {
                 let n: i64 = match v.parse() {
                     Ok(n) => n,
@@ -122,5 +128,50 @@ fn unavailable(entry: &ModelEntry) -> InferError {
             InferError::Unavailable(format!("model '{}' is not ready: {reason}", entry.name))
         }
         ModelState::Ready => InferError::Unavailable(format!("model '{}' has no ready version", entry.name)),
+    }
+}
+
+/// The table as the server shares it: read by every request, changed by the model lifecycle, the admin API and
+/// the rollback guard.
+#[derive(Default)]
+pub struct Routes {
+    table: ArcSwap<RoutingTable>,
+    /// Held while a change reads the current table and swaps in its successor.
+    writer: Mutex<()>,
+}
+
+impl Routes {
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    /// Applies `change` to a copy of the current table and swaps the copy in, one change at a time. Returns
+    /// what `change` returned and the table it replaced. Requests already routed keep the versions they hold
+    /// until they finish.
+    pub fn update<R>(&self, change: impl FnOnce(&mut RoutingTable) -> R) -> (R, Arc<RoutingTable>) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**self.table.load()).clone();
+        let result = change(&mut next);
+        (result, self.table.swap(Arc::new(next)))
+    }
+
+    /// Replaces one model's traffic policy with what `change` makes of the current entry, in one locked step;
+    /// `Ok(None)` from `change` leaves it as it is. Returns whether it changed.
+    pub fn update_traffic(
+        &self,
+        model: &str,
+        change: impl FnOnce(&ModelEntry) -> InferResult<Option<TrafficPolicy>>,
+    ) -> InferResult<bool> {
+        let (changed, _) = self.update(|table| {
+            let entry = table.models.get_mut(model).ok_or_else(|| unknown_model(model))?;
+            Ok(match change(entry)? {
+                Some(policy) => {
+                    entry.traffic = Arc::new(policy);
+                    true
+                }
+                None => false,
+            })
+        });
+        changed
     }
 }

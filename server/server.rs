@@ -1,5 +1,6 @@
-//! Starting and stopping a whole server: backends, the model repository, and the HTTP, gRPC and metrics
-//! listeners. Tests start it on port 0 and read the bound addresses back.
+//! Starting and stopping a whole server: backends, the model repository, serving and admin built from the
+//! command line, and the HTTP, gRPC and metrics listeners. Tests start it on port 0 and read the bound
+//! addresses back.
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,18 +10,22 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{Admin, AdminAccess, AdminConfig};
 use crate::backend::candle::CandleBackend;
 use crate::backend::ort::{find_library, OrtBackend};
 use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
-use crate::core::Core;
+use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::metrics::Metrics;
-use crate::protocol::{grpc, http};
-use crate::routing::ModelState;
+use crate::model_name::ModelName;
+use crate::protocol::{grpc, http, Api};
+use crate::routing::{ModelState, Routes};
+use crate::serving::{Serving, ServingConfig};
 use crate::tls::{TlsFiles, TlsListener};
 
 pub struct RunningServer {
-    pub core: Arc<Core>,
+    pub serving: Arc<Serving>,
+    pub lifecycle: Arc<Lifecycle>,
     pub http_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
@@ -51,8 +56,13 @@ async fn serve_axum(
     use axum::serve::ListenerExt;
     match tls {
         Some(acceptor) => {
-            let listener = TlsListener::new(listener, acceptor, signal(&stop)).map_err(|e| e.to_string())?;
-            axum::serve(listener, app).with_graceful_shutdown(signal(&stop)).await
+            // Tapped (to no effect) so that axum hands the peer's address to the handlers, as it does below.
+            let listener = TlsListener::new(listener, acceptor, signal(&stop))
+                .map_err(|e| e.to_string())?
+                .tap_io(|_| {});
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(signal(&stop))
+                .await
         }
         None => {
             // Small responses go out at once rather than waiting on Nagle's algorithm for the client's delayed
@@ -60,20 +70,28 @@ async fn serve_axum(
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, app).with_graceful_shutdown(signal(&stop)).await
+            // The peer's address reaches the handlers (admin requests are judged by it).
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(signal(&stop))
+                .await
         }
     }
     .map_err(|e| e.to_string())
 }
 
-/// Serves gRPC on `listener`, over TLS when `tls` is given.
+/// Serves gRPC on `listener`, over TLS when `tls` is given, with at most `max_streams` calls in progress per
+/// connection.
 async fn serve_grpc(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     svc: grpc::GrpcServer,
+    max_streams: u32,
     stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let server = tonic::transport::Server::builder().add_service(svc);
+    // tonic's default (none) would override hyper's and advertise no SETTINGS_MAX_CONCURRENT_STREAMS at all.
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(max_streams)
+        .add_service(svc);
     match tls {
         Some(acceptor) => {
             let ready = crate::tls::accept(listener, acceptor, signal(&stop));
@@ -113,26 +131,44 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         ),
         _ => None,
     };
+    // Names given on the command line are checked as a request's would be.
+    let load_models = args
+        .load_models
+        .iter()
+        .map(|n| ModelName::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--load-model: {e}"))?;
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
-    let core = Arc::new(
-        Core::new(
-            args.id.clone(),
-            args.model_repositories.clone(),
+    let routes = Arc::new(Routes::default());
+    let lifecycle = Arc::new(Lifecycle::new(
+        routes.clone(),
+        LifecycleConfig {
+            repositories: args.model_repositories.clone(),
             backends,
-            args.strict_readiness,
-            args.max_inflight_requests,
-            args.model_control_mode == ModelControlMode::Explicit,
-        )
-        .with_admin_token(args.admin_token.clone())
-        .with_detailed_metrics(args.allow_metrics)
-        .with_max_tensor_elements(args.max_tensor_elements),
-    );
-    if args.admin_token.is_none() && args.model_control_mode == ModelControlMode::Explicit {
-        tracing::warn!(
-            "admin endpoints (repository load/unload) are open: set --admin-token to require a bearer token"
-        );
+            detailed_metrics: args.allow_metrics,
+        },
+    ));
+    let serving = Arc::new(Serving::new(
+        routes.clone(),
+        ServingConfig {
+            server_id: args.id.clone(),
+            strict_readiness: args.strict_readiness,
+            max_inflight: args.max_inflight_requests,
+            max_tensor_elements: args.max_tensor_elements,
+        },
+    ));
+    let admin = Arc::new(Admin::new(
+        lifecycle.clone(),
+        AdminConfig {
+            access: AdminAccess::new(args.admin_token.clone(), args.allow_remote_admin),
+            explicit_control: args.model_control_mode == ModelControlMode::Explicit,
+        },
+    ));
+    match admin.access() {
+        AdminAccess::Open => tracing::warn!("{}", admin.access().describe()),
+        access => tracing::info!("{}", access.describe()),
     }
     match crate::gpu::unavailable_reason() {
         None => {
@@ -142,19 +178,28 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         }
         Some(why) => tracing::info!("no GPU in use: {why}"),
     }
-    let poll_baseline =
-        (args.model_control_mode == ModelControlMode::Poll).then(|| crate::watch::snapshot(&args.model_repositories));
-    let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&args.load_models[..]);
-    core.load_repository(only).await.map_err(anyhow::Error::msg)?;
+    let poll_baseline = match args.model_control_mode {
+        ModelControlMode::Poll => {
+            let repositories = args.model_repositories.clone();
+            Some(tokio::task::spawn_blocking(move || crate::watch::snapshot(&repositories)).await?)
+        }
+        _ => None,
+    };
+    let only = (args.model_control_mode == ModelControlMode::Explicit).then_some(&load_models[..]);
+    lifecycle.load_repository(only).await?;
     if args.exit_on_error {
-        let table = core.table();
+        let table = routes.load();
         if let Some((name, reason)) = table.models.iter().find_map(|(n, e)| match &e.state {
-            ModelState::Unavailable(r) => Some((n.clone(), r.clone())),
+            ModelState::Unavailable(r) => Some((n.clone(), r.to_string())),
             ModelState::Ready => None,
         }) {
             anyhow::bail!("model '{name}' failed to load: {reason}");
         }
     }
+    let api = Api {
+        serving: serving.clone(),
+        admin,
+    };
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -162,7 +207,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     if args.allow_http {
         let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
         http_addr = Some(listener.local_addr()?);
-        let app = http::router(core.clone(), args.http_max_body_bytes);
+        let app = http::router(api.clone(), args.http_max_body_bytes);
         tasks.spawn(serve_axum(
             listener,
             tls.as_ref().map(|t| t.http.clone()),
@@ -174,38 +219,39 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     if args.allow_grpc {
         let listener = bind(SocketAddr::new(args.grpc_address, args.grpc_port), "gRPC").await?;
         grpc_addr = Some(listener.local_addr()?);
-        let svc = grpc::service(core.clone(), args.grpc_max_message_bytes);
+        let svc = grpc::service(api.clone(), args.grpc_max_message_bytes);
         let tls = tls.as_ref().map(|t| t.grpc.clone());
-        tasks.spawn(serve_grpc(listener, tls, svc, rx.clone()));
+        tasks.spawn(serve_grpc(
+            listener,
+            tls,
+            svc,
+            args.grpc_max_concurrent_streams,
+            rx.clone(),
+        ));
     }
     let mut metrics_addr = None;
     if args.allow_metrics {
         let listener = bind(SocketAddr::new(args.metrics_address, args.metrics_port), "metrics").await?;
         metrics_addr = Some(listener.local_addr()?);
-        let app = crate::metrics::router(core.clone(), Arc::new(Metrics::new()));
+        let app = crate::metrics::router(serving.clone(), lifecycle.clone(), Arc::new(Metrics::new()));
         tasks.spawn(serve_axum(listener, None, app, rx.clone()));
     }
     if let Some(known) = poll_baseline {
         let interval = std::time::Duration::from_secs(args.repository_poll_secs.max(1));
-        let watcher = crate::watch::watch(
-            core.clone(),
-            args.model_repositories.clone(),
-            interval,
-            known,
-            signal(&rx),
-        );
+        let watcher = crate::watch::watch(lifecycle.clone(), interval, known, signal(&rx));
         tasks.spawn(async move {
             watcher.await;
             Ok(())
         });
     }
-    let guard = crate::rollback::guard(core.clone(), signal(&rx));
+    let guard = crate::rollback::guard(routes, signal(&rx));
     tasks.spawn(async move {
         guard.await;
         Ok(())
     });
     Ok(RunningServer {
-        core,
+        serving,
+        lifecycle,
         http_addr,
         grpc_addr,
         metrics_addr,
@@ -218,7 +264,7 @@ impl RunningServer {
     /// Stops accepting (reporting not-ready first), lets in-flight requests finish, and waits for the
     /// listeners to close.
     pub async fn shutdown(mut self) {
-        self.core.stop_accepting();
+        self.serving.stop_accepting();
         let _ = self.shutdown.send(true);
         while let Some(r) = self.tasks.join_next().await {
             if let Ok(Err(e)) = r {

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_utils::CachePadded;
 
+use crate::error::InferError;
 use crate::proto::{InferBatchStatistics, InferStatistics, StatisticDuration};
 use crate::request::Protocol;
 
@@ -188,6 +189,15 @@ pub enum FailReason {
 
 impl FailReason {
     pub const ALL: [FailReason; 4] = [Self::Rejected, Self::Canceled, Self::Backend, Self::Other];
+
+    /// The reason Triton's metrics give a request that failed with `e`.
+    pub fn of(e: &InferError) -> Self {
+        match e {
+            InferError::ResourceExhausted(_) | InferError::Timeout(_) => Self::Rejected,
+            InferError::Internal(_) => Self::Backend,
+            _ => Self::Other,
+        }
+    }
 
     pub fn label(self) -> &'static str {
         match self {

@@ -12,6 +12,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::proto::ModelConfig;
 
+/// A traffic policy that cannot apply: a parameter that does not parse, or a version that is not loaded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TrafficError {
+    #[error("parameter {key} must be {what}, got '{value}'")]
+    Parameter {
+        key: String,
+        what: &'static str,
+        value: String,
+    },
+    #[error("unknown parameter {0}")]
+    Unknown(String),
+    #[error("parameter shadow.fraction needs shadow.version")]
+    ShadowWithoutVersion,
+    #[error("guard parameters need guard.version")]
+    GuardWithoutVersion,
+    #[error("the shadow fraction must be from 0 to 1, got {0}")]
+    ShadowFraction(f64),
+    #[error("the traffic policy names version {0}, which is not loaded")]
+    NotLoaded(i64),
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficPolicy {
@@ -67,11 +88,13 @@ pub struct Shadow {
 }
 
 impl TrafficPolicy {
-    pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
-        fn parse<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> Result<T, String> {
-            value
-                .parse()
-                .map_err(|_| format!("parameter {key} must be {what}, got '{value}'"))
+    pub fn from_config(cfg: &ModelConfig) -> Result<Self, TrafficError> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str, what: &'static str) -> Result<T, TrafficError> {
+            value.parse().map_err(|_| TrafficError::Parameter {
+                key: key.to_string(),
+                what,
+                value: value.to_string(),
+            })
         }
         let mut policy = Self::default();
         let (mut shadow_version, mut shadow_fraction) = (None, None);
@@ -105,7 +128,7 @@ impl TrafficPolicy {
                     "max_p99_ms" => guard.max_p99_ms = Some(parse(key, value, "a number of milliseconds")?),
                     "min_requests" => guard.min_requests = parse(key, value, "a number of requests")?,
                     "window_secs" => guard.window_secs = parse(key, value, "a number of seconds")?,
-                    _ => return Err(format!("unknown parameter {key}")),
+                    _ => return Err(TrafficError::Unknown(key.clone())),
                 }
             }
         }
@@ -114,21 +137,21 @@ impl TrafficPolicy {
                 version,
                 fraction: fraction.unwrap_or(0.0),
             }),
-            (None, Some(_)) => return Err("parameter shadow.fraction needs shadow.version".into()),
+            (None, Some(_)) => return Err(TrafficError::ShadowWithoutVersion),
             (None, None) => None,
         };
         if guarded {
-            guard.version = guard_version.ok_or("guard parameters need guard.version")?;
+            guard.version = guard_version.ok_or(TrafficError::GuardWithoutVersion)?;
             policy.guard = Some(guard);
         }
         Ok(policy)
     }
 
     /// Every version the policy refers to must be loaded.
-    pub fn check(&self, loaded: impl Fn(i64) -> bool) -> Result<(), String> {
+    pub fn check(&self, loaded: impl Fn(i64) -> bool) -> Result<(), TrafficError> {
         if let Some(sh) = &self.shadow {
             if !(0.0..=1.0).contains(&sh.fraction) {
-                return Err(format!("the shadow fraction must be from 0 to 1, got {}", sh.fraction));
+                return Err(TrafficError::ShadowFraction(sh.fraction));
             }
         }
         let named = self
@@ -137,7 +160,7 @@ impl TrafficPolicy {
             .chain(self.weights.keys())
             .chain(self.shadow.as_ref().map(|s| &s.version));
         match named.copied().find(|v| !loaded(*v)) {
-            Some(v) => Err(format!("the traffic policy names version {v}, which is not loaded")),
+            Some(v) => Err(TrafficError::NotLoaded(v)),
             None => Ok(()),
         }
     }
@@ -228,7 +251,9 @@ mod tests {
         assert_eq!((g.version, g.max_p99_ms, g.min_requests), (2, Some(50.0), 20));
         let orphan = |key: &str| {
             let text = format!(r#"parameters {{ key: "{key}" value {{ string_value: "1" }} }}"#);
-            TrafficPolicy::from_config(&parse_pbtxt(&text).unwrap()).unwrap_err()
+            TrafficPolicy::from_config(&parse_pbtxt(&text).unwrap())
+                .unwrap_err()
+                .to_string()
         };
         assert!(orphan("shadow.fraction").contains("shadow.version"));
         assert!(orphan("guard.min_requests").contains("guard.version"));

@@ -1,7 +1,7 @@
 //! Checks a request's tensors against the model's declared inputs, with messages that name the input and
 //! what was expected, and orders them the way the model declares them.
 use crate::error::{InferError, InferResult};
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::tensor::{count_bytes_elements, element_count, Tensor};
 
 /// A request that passed validation: inputs in the model's order (`None` for an absent optional input).
@@ -129,7 +129,7 @@ pub fn validate(spec: &ModelSpec, tensors: Vec<Tensor>) -> InferResult<Validated
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::TensorSpec;
+    use crate::spec::TensorSpec;
     use crate::tensor::DataType;
     use bytes::Bytes;
 

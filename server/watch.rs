@@ -3,7 +3,7 @@
 //! (`--repository-poll-secs`) catches what the watcher misses (network filesystems, lost events). A model
 //! whose files changed is reloaded (the old versions serve until the new ones are ready; a failed reload
 //! leaves them serving), a new model is loaded, and a removed one is unloaded.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +12,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::core::Core;
-use crate::repository;
+use crate::lifecycle::{Lifecycle, LoadRequest};
+use crate::model_name::ModelName;
+use crate::repository::{self, Scan};
 
 /// How long the repository must stay quiet after a change before it is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -47,11 +48,12 @@ fn fingerprint(dir: &Path) -> u64 {
 
 /// Every model's fingerprint now. Taken before the first load, so a change made while the server starts is
 /// applied rather than mistaken for the starting state.
-pub fn snapshot(repositories: &[PathBuf]) -> HashMap<String, u64> {
-    let Ok(found) = repository::scan(repositories) else {
-        return HashMap::new();
-    };
-    found
+pub fn snapshot(repositories: &[PathBuf]) -> HashMap<ModelName, u64> {
+    fingerprints(repository::scan(repositories).unwrap_or_default())
+}
+
+fn fingerprints(scan: Scan) -> HashMap<ModelName, u64> {
+    scan.models
         .into_iter()
         .map(|(name, src)| {
             // A name found twice has no single folder; fingerprint the conflict itself.
@@ -59,7 +61,7 @@ pub fn snapshot(repositories: &[PathBuf]) -> HashMap<String, u64> {
                 Ok(s) => fingerprint(&s.dir),
                 Err(reason) => {
                     let mut h = DefaultHasher::new();
-                    reason.hash(&mut h);
+                    reason.to_string().hash(&mut h);
                     h.finish()
                 }
             };
@@ -70,12 +72,12 @@ pub fn snapshot(repositories: &[PathBuf]) -> HashMap<String, u64> {
 
 /// Runs until `stop` resolves; `known` is the snapshot the loaded models came from.
 pub async fn watch(
-    core: Arc<Core>,
-    repositories: Vec<PathBuf>,
+    lifecycle: Arc<Lifecycle>,
     interval: Duration,
-    mut known: HashMap<String, u64>,
+    mut known: HashMap<ModelName, u64>,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let repositories = lifecycle.repositories().to_vec();
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -103,6 +105,8 @@ pub async fn watch(
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
     tokio::pin!(stop);
+    // Folders passed over because no request could name them, said once each.
+    let mut passed_over = BTreeSet::new();
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -113,20 +117,26 @@ pub async fn watch(
             }
         }
         let repos = repositories.clone();
-        let now = tokio::task::spawn_blocking(move || snapshot(&repos))
+        let scan = tokio::task::spawn_blocking(move || repository::scan(&repos).unwrap_or_default())
             .await
             .unwrap_or_default();
+        for skipped in &scan.passed_over {
+            if passed_over.insert(skipped.to_string()) {
+                tracing::warn!("model repository: passing over a folder no request could name: {skipped}");
+            }
+        }
+        let now = fingerprints(scan);
         for (name, fp) in &now {
             if known.get(name) != Some(fp) {
                 tracing::info!(model = %name, "model files changed: loading '{name}'");
-                if let Err(e) = core.apply_load(name, None, Vec::new()).await {
+                if let Err(e) = lifecycle.load(name, LoadRequest::default()).await {
                     tracing::error!(model = %name, "{e}");
                 }
             }
         }
         for name in known.keys().filter(|n| !now.contains_key(*n)) {
             tracing::info!(model = %name, "model removed from the repository: unloading '{name}'");
-            let _ = core.apply_unload(name).await;
+            let _ = lifecycle.unload(name);
         }
         known = now;
     }

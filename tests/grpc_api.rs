@@ -290,3 +290,47 @@ async fn malformed_protobuf_is_invalid_argument() {
         resp.headers()
     );
 }
+
+#[tokio::test]
+async fn typed_contents_beside_raw_contents_are_refused_in_triton_s_words() {
+    let mut both = simple_raw(1, "");
+    both.inputs[0].contents = Some(InferTensorContents {
+        int_contents: vec![0; 16],
+        ..Default::default()
+    });
+    expect_status(
+        both,
+        Code::InvalidArgument,
+        &["contents field must not be specified when using raw_input_contents for 'INPUT0' for model 'simple'"],
+    )
+    .await;
+}
+
+/// The SETTINGS_MAX_CONCURRENT_STREAMS a gRPC server advertises to a new HTTP/2 connection.
+async fn advertised_streams(grpc_url: &str) -> usize {
+    let addr = grpc_url.strip_prefix("http://").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // Until the server's SETTINGS arrive the client assumes no limit; let the connection read them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), &mut connection).await;
+        if connection.max_concurrent_send_streams() != usize::MAX {
+            break;
+        }
+    }
+    connection.max_concurrent_send_streams()
+}
+
+#[tokio::test]
+async fn one_connection_may_open_only_a_bounded_number_of_streams() {
+    assert_eq!(advertised_streams(&server().grpc).await, 1024, "the default bound");
+    let s = spawn(args(&[
+        "--model-repository",
+        path(&root().join("models")),
+        "--grpc-max-concurrent-streams",
+        "7",
+    ]))
+    .unwrap();
+    assert_eq!(advertised_streams(&s.grpc).await, 7);
+}

@@ -53,7 +53,13 @@ async fn server_metadata_lists_the_extensions() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for e in ["binary_tensor_data", "statistics", "model_configuration", "parameters"] {
+    for e in [
+        "binary_tensor_data",
+        "statistics",
+        "model_configuration",
+        "parameters",
+        "classification",
+    ] {
         assert!(ext.contains(&e), "missing extension {e} in {ext:?}");
     }
 }

@@ -296,7 +296,9 @@ async fn every_metric_the_deploy_files_use_is_served() {
 #[test]
 fn a_failed_request_is_logged_once_as_json_with_its_id_and_reason() {
     let models = root().join("models");
-    let ServerProcess { mut child, http, lines } = spawn_process(&["--model-repository", path(&models)]);
+    let ServerProcess {
+        mut child, http, lines, ..
+    } = spawn_process(&["--model-repository", path(&models)]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = format!("{http}/v2/models/mlp/infer");

@@ -289,5 +289,11 @@ async fn a_config_without_io_is_completed_and_a_mismatched_name_is_refused() {
     assert_eq!(status, 200);
     let (status, resp) = post_json(&format!("{}/v2/models/renamed/infer", s.http), &infer_body()).await;
     assert_eq!(status, 503);
-    assert!(resp["error"].as_str().unwrap().contains("does not match"), "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("unexpected directory name 'renamed' for model 'other', directory name must equal model name"),
+        "{resp}"
+    );
 }

@@ -333,3 +333,63 @@ async fn the_global_in_flight_cap_rejects_with_429() {
     let (status, ..) = infer(&s, "identity_int32", &body).await;
     assert_eq!(status, 200, "admitted again once the cap frees");
 }
+
+/// A gRPC request to `model` (an identity on strings) with one BYTES element.
+fn string_grpc(model: &str, text: &[u8]) -> inferd::proto::ModelInferRequest {
+    let raw = length_prefixed(&[text]);
+    inferd::proto::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![inferd::proto::model_infer_request::InferInputTensor {
+            name: "INPUT0".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1, 1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(raw)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn with_preserve_ordering_a_failed_batch_retried_one_by_one_holds_up_no_later_request() {
+    // A batch with one request ONNX Runtime refuses (text that is not UTF-8) fails as a whole; its requests
+    // are then run one at a time, and each is answered in its turn.
+    let repo = tempfile::tempdir().unwrap();
+    // A request waits up to a second for a partner; two together are cut at once.
+    let ordered =
+        "dynamic_batching { preserve_ordering: true preferred_batch_size: [2] max_queue_delay_microseconds: 1000000 }";
+    copy_test_model(
+        repo.path(),
+        "identity_string",
+        "ordered_strings",
+        &[("instance_group", &format!("{ordered}\ninstance_group"))],
+    );
+    let s = spawn(args(&["--model-repository", path(repo.path())])).expect("server starts");
+    let (mut a, mut b) = (grpc(&s).await, grpc(&s).await);
+    let sent = Instant::now();
+    let (good, bad) = tokio::join!(
+        a.model_infer(string_grpc("ordered_strings", b"fine")),
+        b.model_infer(string_grpc("ordered_strings", &[0xff, 0xfe]))
+    );
+    assert!(sent.elapsed() < Duration::from_millis(900), "the two ran as one batch");
+    let good = good.expect("the good request of the failed batch is answered");
+    assert_eq!(&good.get_ref().raw_output_contents[0][4..], b"fine");
+    assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let st = stats(&s, "ordered_strings").await;
+    assert_eq!(
+        count(&st, "execution_count"),
+        1,
+        "only the retried good request executed: {st}"
+    );
+    // Every later request is answered.
+    for text in [&b"after"[..], b"and after"] {
+        let later = tokio::time::timeout(
+            Duration::from_secs(10),
+            a.model_infer(string_grpc("ordered_strings", text)),
+        )
+        .await
+        .expect("a later request is not held up forever")
+        .expect("and succeeds");
+        assert_eq!(&later.get_ref().raw_output_contents[0][4..], text);
+    }
+}

@@ -278,3 +278,119 @@ async fn a_canary_that_breaches_its_guard_is_rolled_back_by_itself() {
     let canary = [("model", "ab"), ("version", "2")];
     assert_eq!(m.value("inferd_rollbacks_total", &canary), 1.0, "{}", m.text);
 }
+
+/// `ab` (as `repository`) with an automatic rollback guard on its canary in the config (so a reload keeps it)
+/// over a 2-second window, and `heavy`, a copy of MiniLM on ONNX Runtime whose instances take seconds to load.
+fn guarded_repository() -> tempfile::TempDir {
+    let dir = repository();
+    let config = dir.path().join("ab/config.pbtxt");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        r#"
+parameters { key: "guard.version" value { string_value: "2" } }
+parameters { key: "guard.max_error_rate" value { string_value: "0.5" } }
+parameters { key: "guard.min_requests" value { string_value: "5" } }
+parameters { key: "guard.window_secs" value { string_value: "2" } }
+"#,
+    );
+    std::fs::write(config, text).unwrap();
+    // MiniLM is placed by `make setup`; copy_example fails without it.
+    copy_example(dir.path(), "minilm_onnx", "heavy", &[("count: 1", "count: 6")]);
+    dir
+}
+
+/// Requests pinned to version 2 that fail (the wrong datatype).
+async fn fail_on_canary(s: &TestServer, n: usize) {
+    let mut bad = body(json!({}));
+    bad["inputs"][0]["datatype"] = json!("FP32");
+    for _ in 0..n {
+        assert_eq!(
+            post_json(&format!("{}/v2/models/ab/versions/2/infer", s.http), &bad)
+                .await
+                .0,
+            400
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reload_starts_the_guarded_version_s_window_afresh() {
+    let repo = guarded_repository();
+    let s = explicit(repo.path(), &["ab"]);
+    let url = format!("{}/v2/models/ab/traffic", s.http);
+    // A few failures, fewer than the guard judges on; then every reading in the guard's window holds them.
+    fail_on_canary(&s, 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    // A plain reload: the new versions' counters start at zero, which is no breach at all.
+    let (status, v) = post_json(&format!("{}/v2/repository/models/ab/load", s.http), &json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        get(&url).await.1["weights"],
+        json!({"1": 90, "2": 10}),
+        "no rollback after the reload"
+    );
+    let m = scrape_parsed(&s.metrics).await;
+    assert_eq!(m.value("inferd_rollbacks_total", &[("model", "ab")]), 0.0);
+    // The guard still watches the reloaded canary.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        fail_on_canary(&s, 10).await;
+        if get(&url).await.1["weights"]["2"] == json!(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reloaded canary was never rolled back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_keeps_a_policy_change_made_while_it_was_pending() {
+    let repo = guarded_repository();
+    let s = explicit(repo.path(), &["ab"]);
+    let url = format!("{}/v2/models/ab/traffic", s.http);
+    // Let the guard take its first sample.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // A long load elsewhere in the repository, while an operator adds a label and the canary breaches its
+    // guard: both changes must land, whichever order they take.
+    let load = {
+        let url = format!("{}/v2/repository/models/heavy/load", s.http);
+        tokio::spawn(async move { post_json(&url, &json!({})).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let change = {
+        let url = url.clone();
+        let policy = json!({
+            "labels": {"stable": 1, "canary": 2, "blue": 1},
+            "weights": {"1": 90, "2": 10},
+            "guard": {"version": 2, "max_error_rate": 0.5, "min_requests": 5, "window_secs": 2}
+        });
+        tokio::spawn(async move { http().put(&url).json(&policy).send().await.unwrap().status().as_u16() })
+    };
+    fail_on_canary(&s, 10).await;
+    assert_eq!(change.await.unwrap(), 200);
+    let (status, v) = load.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, policy) = get(&url).await;
+        if policy["weights"]["2"] == json!(0) {
+            assert_eq!(
+                policy["labels"]["blue"],
+                json!(1),
+                "the operator's change survived: {policy}"
+            );
+            assert_eq!(policy["weights"]["1"], json!(90), "{policy}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary was never rolled back: {policy}"
+        );
+        fail_on_canary(&s, 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let header_length = usize::from(u16::from_le_bytes(*len));
     let body = Bytes::copy_from_slice(body);
-    let Ok(decoded) = decode_request(&body, Some(header_length)) else {
+    let Ok(decoded) = decode_request(common::model(), &body, Some(header_length)) else {
         return;
     };
     // Every byte after the JSON header belongs to exactly one binary input.
@@ -31,5 +31,5 @@ fuzz_target!(|data: &[u8]| {
         .map(|t| t.data.len())
         .sum();
     assert_eq!(binary, body.len() - header_length);
-    common::serve(&decoded.request, &decoded.binary, decoded.binary_default);
+    common::serve(&decoded.request, &decoded.binary);
 });

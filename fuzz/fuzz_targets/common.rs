@@ -1,20 +1,27 @@
 //! What the server does with a request once a front-end has decoded it, short of running a model: the size
-//! check (`Core::serve`), validation against a model's declared inputs (`validate`), and encoding tensors back
+//! check (`Serving::infer`), validation against a model's declared inputs (`validate`), and encoding tensors back
 //! into both protocols' responses. Shared by the request targets (`mod common;`).
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use inferd::core::check_tensor_elements;
-use inferd::model::{ModelSpec, TensorSpec};
+use inferd::model_name::ModelRef;
+use inferd::protocol::binary::{self, BinaryOutputs};
+use inferd::protocol::grpc_tensors;
 use inferd::protocol::json::decode_data;
-use inferd::protocol::{binary, grpc_tensors};
 use inferd::request::{InferRequest, InferResponse};
+use inferd::serving::check_tensor_elements;
+use inferd::spec::{ModelSpec, TensorSpec};
 use inferd::tensor::{bytes_elements, count_bytes_elements, element_count, DataType, Tensor};
 use inferd::validate::validate;
 use prost::Message;
 
 /// `--max-tensor-elements`' default.
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 28;
+
+/// The model a REST body is decoded for (its name comes from the URL).
+pub fn model() -> ModelRef {
+    ModelRef::parse("fuzz", None).expect("a valid name")
+}
 
 fn spec(name: &str, max_batch_size: usize, inputs: Vec<TensorSpec>) -> ModelSpec {
     let outputs = inputs.clone();
@@ -65,7 +72,7 @@ pub fn specs(req: &InferRequest) -> Vec<ModelSpec> {
 
 /// Runs a decoded request through what the server does before queueing it, and echoes the tensors that pass
 /// (an identity model) through both response encoders.
-pub fn serve(req: &InferRequest, binary: &[bool], binary_default: bool) {
+pub fn serve(req: &InferRequest, binary: &BinaryOutputs) {
     if check_tensor_elements(&req.inputs, MAX_TENSOR_ELEMENTS).is_err() {
         return;
     }
@@ -89,29 +96,31 @@ pub fn serve(req: &InferRequest, binary: &[bool], binary_default: bool) {
             model_version: "1".into(),
             outputs,
         };
-        http_response(&resp, binary, binary_default);
+        http_response(&resp, binary);
         grpc_response(&resp);
     }
 }
 
 /// The REST response: valid JSON followed by exactly the binary outputs; JSON `data` that decodes back to the
 /// tensor's bytes when sent again as an input.
-fn http_response(resp: &InferResponse, binary: &[bool], binary_default: bool) {
-    for (binary, binary_default) in [(binary, binary_default), (&[][..], true), (&[][..], false)] {
-        let (body, json_len) = binary::encode_response(resp, binary, binary_default);
+fn http_response(resp: &InferResponse, binary: &BinaryOutputs) {
+    let all = |default| BinaryOutputs {
+        default,
+        named: Vec::new(),
+    };
+    for binary in [binary.clone(), all(true), all(false)] {
+        let (body, json_len) = binary::encode_response(resp, &binary);
         let header = &body[..json_len.unwrap_or(body.len())];
         let json: serde_json::Value = serde_json::from_slice(header).expect("the response header is JSON");
-        let is_binary = |i: usize| binary.get(i).copied().unwrap_or(binary_default);
         let binary_len: usize = resp
             .outputs
             .iter()
-            .enumerate()
-            .filter(|(i, _)| is_binary(*i))
-            .map(|(_, t)| t.data.len())
+            .filter(|t| binary.is_binary(&t.name))
+            .map(|t| t.data.len())
             .sum();
         assert_eq!(body.len(), header.len() + binary_len);
         for (i, t) in resp.outputs.iter().enumerate() {
-            if is_binary(i) {
+            if binary.is_binary(&t.name) {
                 continue;
             }
             let data = json["outputs"][i]["data"].to_string();

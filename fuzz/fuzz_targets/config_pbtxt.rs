@@ -6,7 +6,7 @@
 #![no_main]
 
 use inferd::backend::{DeclaredIo, DeclaredTensor};
-use inferd::model::ModelSpec;
+use inferd::spec::ModelSpec;
 use inferd::proto::{model_instance_group::Kind, ModelConfig, ModelInstanceGroup};
 use inferd::repository::autocomplete::complete;
 use inferd::repository::config::{parse_json, parse_pbtxt, to_json};
@@ -54,7 +54,7 @@ fn declared(first: i64) -> DeclaredIo {
     }
 }
 
-/// `repository::prepare_config` then `repository::load_version` and `core::entry_from`, without backends.
+/// `repository::prepare` then `repository::load_version` and `lifecycle::entry_from`, without backends.
 fn load(mut cfg: ModelConfig) {
     if cfg.name.is_empty() {
         cfg.name = "model".into();

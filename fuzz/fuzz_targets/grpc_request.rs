@@ -27,5 +27,5 @@ fuzz_target!(|data: &[u8]| {
         // until validation).
         serde_json::to_string(&JsonData(t)).expect("tensor data serializes");
     }
-    common::serve(&req, &[], false);
+    common::serve(&req, &Default::default());
 });

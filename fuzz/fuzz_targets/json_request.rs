@@ -11,10 +11,12 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);
-    let Ok(decoded) = decode_request(&body, None) else {
+    let Ok(decoded) = decode_request(common::model(), &body, None) else {
         return;
     };
-    assert_eq!(decoded.binary.len(), decoded.request.outputs.len());
+    // Output options name outputs the request asks for.
+    let asked = |name: &str| decoded.request.outputs.iter().any(|o| o.name == name);
+    assert!(decoded.binary.named.iter().all(|(name, _)| asked(name)));
     for t in &decoded.request.inputs {
         // JSON data holds whole elements only; BYTES is well-formed length-prefixed data.
         match t.datatype.size() {
@@ -24,5 +26,5 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    common::serve(&decoded.request, &decoded.binary, decoded.binary_default);
+    common::serve(&decoded.request, &decoded.binary);
 });

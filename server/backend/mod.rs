@@ -6,8 +6,8 @@ pub mod ort;
 
 use std::path::Path;
 
-use crate::model::ModelSpec;
 use crate::proto::ModelConfig;
+use crate::spec::ModelSpec;
 use crate::tensor::DataType;
 
 #[derive(Debug, thiserror::Error)]

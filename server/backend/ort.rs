@@ -10,8 +10,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance, Placement};
-use crate::model::ModelSpec;
 use crate::proto::ModelConfig;
+use crate::spec::ModelSpec;
 use crate::tensor::{bytes_elements, push_bytes_element, DataType};
 
 /// The ONNX Runtime release our `ort` binding speaks (API 31), as PyPI's `onnxruntime==1.31.1` ships it.

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::json::{decode_data, parameters, JsonData};
+use super::json::{decode_data, parameter, parameters, JsonData};
 use crate::error::{InferError, InferResult};
-use crate::request::{InferRequest, InferResponse};
+use crate::model_name::ModelRef;
+use crate::request::{InferRequest, InferResponse, Protocol, RequestedOutput};
 use crate::tensor::{DataType, Tensor};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -43,12 +44,27 @@ struct OutputJson {
     parameters: Option<Map<String, Value>>,
 }
 
-/// A decoded REST infer request, and for each requested output whether it goes back in binary.
+/// Which outputs go back as binary data: those the request named with their own `binary_data`, the rest by
+/// the request's `binary_data_output`. Matched by name, whatever order the outputs come back in.
+#[derive(Clone, Debug, Default)]
+pub struct BinaryOutputs {
+    pub default: bool,
+    pub named: Vec<(String, bool)>,
+}
+
+impl BinaryOutputs {
+    pub fn is_binary(&self, output: &str) -> bool {
+        self.named
+            .iter()
+            .find(|(name, _)| name == output)
+            .map_or(self.default, |&(_, binary)| binary)
+    }
+}
+
+/// A decoded REST infer request, and how its outputs go back.
 pub struct Decoded {
     pub request: InferRequest,
-    /// Per entry of `request.outputs`; for all outputs (none requested), `binary_default` applies.
-    pub binary: Vec<bool>,
-    pub binary_default: bool,
+    pub binary: BinaryOutputs,
 }
 
 fn flag(params: Option<&Map<String, Value>>, key: &str) -> InferResult<Option<bool>> {
@@ -61,7 +77,8 @@ fn flag(params: Option<&Map<String, Value>>, key: &str) -> InferResult<Option<bo
     }
 }
 
-pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> InferResult<Decoded> {
+/// Decodes the body of an infer request for `model` (named by the URL).
+pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize>) -> InferResult<Decoded> {
     let json_len = header_length.unwrap_or(body.len());
     if json_len > body.len() {
         return Err(InferError::invalid(format!(
@@ -132,35 +149,33 @@ pub fn decode_request(body: &Bytes, header_length: Option<usize>) -> InferResult
             body.len() - binary_at
         )));
     }
-    let binary_default = flag(req.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
-    let mut binary = Vec::with_capacity(req.outputs.len());
+    let mut binary = BinaryOutputs {
+        default: flag(req.parameters.as_ref(), "binary_data_output")?.unwrap_or(false),
+        named: Vec::with_capacity(req.outputs.len()),
+    };
     let mut outputs = Vec::with_capacity(req.outputs.len());
-    for o in &req.outputs {
-        if o.parameters.as_ref().is_some_and(|p| p.contains_key("classification")) {
-            return Err(InferError::invalid(format!(
-                "output '{}' asks for classification, which inferd does not support",
-                o.name
-            )));
+    for o in req.outputs {
+        if let Some(b) = flag(o.parameters.as_ref(), "binary_data")? {
+            binary.named.push((o.name.clone(), b));
         }
-        binary.push(flag(o.parameters.as_ref(), "binary_data")?.unwrap_or(binary_default));
-        outputs.push(o.name.clone());
+        // Of an output's parameters, the server acts on `classification` (and `binary_data`, above).
+        let params = o
+            .parameters
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k == "classification")
+            .map(|(k, v)| Ok((k.clone(), parameter(k, v)?)))
+            .collect::<InferResult<Vec<_>>>()?;
+        outputs.push(RequestedOutput::with_parameters(o.name, &params)?);
     }
-    let params = match &req.parameters {
-        Some(p) => parameters(p)?,
-        None => Vec::new(),
-    };
-    let request = InferRequest {
-        id: req.id.unwrap_or_default(),
-        inputs,
-        outputs,
-        parameters: params,
-        ..Default::default()
-    };
-    Ok(Decoded {
-        request,
-        binary,
-        binary_default,
-    })
+    let mut request = InferRequest::new(model, Protocol::Http);
+    request.id = req.id.unwrap_or_default();
+    request.inputs = inputs;
+    request.outputs = outputs;
+    if let Some(p) = &req.parameters {
+        request.parameters = parameters(p)?;
+    }
+    Ok(Decoded { request, binary })
 }
 
 #[derive(Serialize)]
@@ -189,20 +204,19 @@ struct OutputOut<'a> {
 }
 
 /// The response body, and the JSON header's length when a binary section follows.
-pub fn encode_response(resp: &InferResponse, binary: &[bool], binary_default: bool) -> (Bytes, Option<usize>) {
-    let is_binary = |i: usize| binary.get(i).copied().unwrap_or(binary_default);
+pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (Bytes, Option<usize>) {
+    let is_binary = |t: &Tensor| binary.is_binary(&t.name);
     let outputs = resp
         .outputs
         .iter()
-        .enumerate()
-        .map(|(i, t)| OutputOut {
+        .map(|t| OutputOut {
             name: &t.name,
             datatype: t.datatype.name(),
             shape: &t.shape,
-            parameters: is_binary(i).then(|| BinarySize {
+            parameters: is_binary(t).then(|| BinarySize {
                 binary_data_size: t.data.len(),
             }),
-            data: (!is_binary(i)).then_some(JsonData(t)),
+            data: (!is_binary(t)).then_some(JsonData(t)),
         })
         .collect();
     let json = ResponseJson {
@@ -211,25 +225,17 @@ pub fn encode_response(resp: &InferResponse, binary: &[bool], binary_default: bo
         id: &resp.id,
         outputs,
     };
-    let binary_len: usize = resp
-        .outputs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| is_binary(*i))
-        .map(|(_, t)| t.data.len())
-        .sum();
+    let binary_len: usize = resp.outputs.iter().filter(|t| is_binary(t)).map(|t| t.data.len()).sum();
     let mut body = BytesMut::with_capacity(256 + binary_len).writer();
     // Serializing our own structs into memory cannot fail.
     let _ = serde_json::to_writer(&mut body, &json);
     let mut body = body.into_inner();
     let json_len = body.len();
-    if !resp.outputs.iter().enumerate().any(|(i, _)| is_binary(i)) {
+    if !resp.outputs.iter().any(is_binary) {
         return (body.freeze(), None);
     }
-    for (i, t) in resp.outputs.iter().enumerate() {
-        if is_binary(i) {
-            body.extend_from_slice(&t.data);
-        }
+    for t in resp.outputs.iter().filter(|t| is_binary(t)) {
+        body.extend_from_slice(&t.data);
     }
     (body.freeze(), Some(json_len))
 }
@@ -238,15 +244,23 @@ pub fn encode_response(resp: &InferResponse, binary: &[bool], binary_default: bo
 mod tests {
     use super::*;
 
+    fn decode(body: Vec<u8>, header_length: usize) -> InferResult<Decoded> {
+        decode_request(
+            ModelRef::parse("m", None).unwrap(),
+            &Bytes::from(body),
+            Some(header_length),
+        )
+    }
+
     #[test]
     fn binary_inputs_take_their_bytes_in_order() {
         let header = r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}},{"name":"B","shape":[1],"datatype":"INT32","data":[7]}],"outputs":[{"name":"O","parameters":{"binary_data":true}}]}"#;
         let mut body = header.as_bytes().to_vec();
         body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
-        let d = decode_request(&Bytes::from(body), Some(header.len())).unwrap();
+        let d = decode(body, header.len()).unwrap();
         assert_eq!(&d.request.inputs[0].data[..], &[1, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(&d.request.inputs[1].data[..], &[7, 0, 0, 0]);
-        assert_eq!(d.binary, vec![true]);
+        assert!(d.binary.is_binary("O") && !d.binary.is_binary("P"));
     }
 
     #[test]
@@ -254,9 +268,9 @@ mod tests {
         let header = r#"{"inputs":[{"name":"A","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
         let mut body = header.as_bytes().to_vec();
         body.extend_from_slice(&[1, 0, 0]);
-        assert!(decode_request(&Bytes::from(body.clone()), Some(header.len())).is_err());
+        assert!(decode(body.clone(), header.len()).is_err());
         body.extend_from_slice(&[0; 9]);
-        assert!(decode_request(&Bytes::from(body), Some(header.len())).is_err());
+        assert!(decode(body, header.len()).is_err());
     }
 
     #[test]
@@ -273,13 +287,21 @@ mod tests {
             model_version: "1".into(),
             outputs: vec![t],
         };
-        let (body, len) = encode_response(&resp, &[], true);
+        let all = BinaryOutputs {
+            default: true,
+            named: vec![],
+        };
+        let (body, len) = encode_response(&resp, &all);
         let len = len.unwrap();
         let json: Value = serde_json::from_slice(&body[..len]).unwrap();
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 4);
         assert_eq!(json["id"], "7");
         assert_eq!(&body[len..], &[5, 0, 0, 0]);
-        let (body, len) = encode_response(&resp, &[false], true);
+        let json_for_o = BinaryOutputs {
+            default: true,
+            named: vec![("O".into(), false)],
+        };
+        let (body, len) = encode_response(&resp, &json_for_o);
         assert!(len.is_none());
         let json: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["outputs"][0]["data"][0], 5);

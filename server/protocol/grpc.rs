@@ -11,24 +11,31 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc_limit::{over_limit, MessageLimit};
 use super::grpc_tensors::{decode_request, encode_response};
-use crate::core::Core;
+use super::Api;
+use crate::admin::{Admin, Caller};
 use crate::error::{InferError, InferResult};
+use crate::lifecycle::LoadRequest;
+use crate::model_name::{ModelName, ModelRef};
 use crate::proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use crate::proto::*;
+use crate::repository::{LoadError, LoadFailure};
 use crate::request::{InferRequest, Protocol, REQUEST_ID, ROUTING_KEY};
 use crate::request_log;
+use crate::serving::Serving;
 
 pub struct GrpcService {
-    core: Arc<Core>,
+    serving: Arc<Serving>,
+    admin: Arc<Admin>,
 }
 
 /// The service as served: a message over `--grpc-max-message-bytes` is refused by tonic before it is
 /// buffered, and answered RESOURCE_EXHAUSTED (see `grpc_limit`).
 pub type GrpcServer = MessageLimit<GrpcInferenceServiceServer<GrpcService>>;
 
-pub fn service(core: Arc<Core>, max_message_bytes: usize) -> GrpcServer {
+pub fn service(api: Api, max_message_bytes: usize) -> GrpcServer {
+    let Api { serving, admin } = api;
     MessageLimit(
-        GrpcInferenceServiceServer::new(GrpcService { core })
+        GrpcInferenceServiceServer::new(GrpcService { serving, admin })
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes),
     )
@@ -72,13 +79,44 @@ impl Transport {
     }
 }
 
-/// The `authorization` metadata of a call, for admin RPCs.
-fn bearer<T>(req: &Request<T>) -> Option<&str> {
-    req.metadata().get("authorization").and_then(|v| v.to_str().ok())
+/// Who made an admin call: its connection's peer and its `authorization` metadata.
+fn caller<T>(req: &Request<T>) -> Caller<'_> {
+    Caller {
+        peer: req.remote_addr(),
+        authorization: req.metadata().get("authorization").and_then(|v| v.to_str().ok()),
+    }
 }
 
-fn version(v: &str) -> Option<&str> {
-    Some(v).filter(|v| !v.is_empty())
+/// The model (and version) a call names, checked.
+fn target(name: &str, version: &str) -> Result<ModelRef, Status> {
+    Ok(ModelRef::parse(name, Some(version)).map_err(InferError::from)?)
+}
+
+fn model_name(name: &str) -> Result<ModelName, Status> {
+    Ok(ModelName::parse(name).map_err(InferError::from)?)
+}
+
+/// Triton's load parameters: `config` (a string holding JSON) and `file:<version>/<name>` files as bytes.
+fn load_request(r: RepositoryModelLoadRequest) -> Result<LoadRequest, LoadError> {
+    use model_repository_parameter::ParameterChoice;
+    let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
+        None => None,
+        Some(ParameterChoice::StringParam(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(LoadError::Parameter(
+                "parameter 'config' must be a string holding JSON".into(),
+            ))
+        }
+    };
+    let mut files = Vec::new();
+    for (key, p) in r.parameters {
+        let Some(rel) = key.strip_prefix("file:") else { continue };
+        match p.parameter_choice {
+            Some(ParameterChoice::BytesParam(b)) => files.push((rel.to_string(), b.to_vec())),
+            _ => return Err(LoadError::Parameter(format!("parameter '{key}' must hold bytes"))),
+        }
+    }
+    Ok(LoadRequest { config, files })
 }
 
 type StreamResponses = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse, Status>> + Send>>;
@@ -87,20 +125,20 @@ type StreamResponses = Pin<Box<dyn Stream<Item = Result<ModelStreamInferResponse
 impl GrpcInferenceService for GrpcService {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse {
-            live: self.core.is_live(),
+            live: self.serving.is_live(),
         }))
     }
 
     async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse {
-            ready: self.core.is_ready(),
+            ready: self.serving.is_ready(),
         }))
     }
 
     /// Like Triton, an unknown model or version is simply not ready here (HTTP answers 404 for it).
     async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let ready = match self.core.model_ready(&r.name, version(&r.version)) {
+        let ready = match self.serving.model_ready(&target(&r.name, &r.version)?) {
             Err(InferError::NotFound(_)) => false,
             other => other?,
         };
@@ -111,7 +149,7 @@ impl GrpcInferenceService for GrpcService {
         &self,
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
-        Ok(Response::new(self.core.server_metadata()))
+        Ok(Response::new(self.serving.server_metadata()))
     }
 
     async fn model_metadata(
@@ -119,12 +157,14 @@ impl GrpcInferenceService for GrpcService {
         req: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.core.model_metadata(&r.name, version(&r.version))?))
+        Ok(Response::new(
+            self.serving.model_metadata(&target(&r.name, &r.version)?)?,
+        ))
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let request = Transport::of(&req).decode(req.into_inner())?;
-        let response = self.core.infer(request).await?;
+        let response = self.serving.infer(request).await?;
         Ok(Response::new(encode_response(response)))
     }
 
@@ -142,7 +182,7 @@ impl GrpcInferenceService for GrpcService {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let (fail, failed) = oneshot::channel::<Status>();
-        let core = self.core.clone();
+        let serving = self.serving.clone();
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
                 let request = match next {
@@ -152,11 +192,11 @@ impl GrpcInferenceService for GrpcService {
                         break;
                     }
                 };
-                let (core, tx, transport) = (core.clone(), tx.clone(), transport.clone());
+                let (serving, tx, transport) = (serving.clone(), tx.clone(), transport.clone());
                 tokio::spawn(async move {
                     let id = request.id.clone();
                     let result = match transport.decode(request) {
-                        Ok(r) => core.infer(r).await,
+                        Ok(r) => serving.infer(r).await,
                         Err(e) => Err(e),
                     };
                     let message = match result {
@@ -184,7 +224,7 @@ impl GrpcInferenceService for GrpcService {
     async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(ModelConfigResponse {
-            config: Some(self.core.model_config(&r.name, version(&r.version))?),
+            config: Some(self.serving.model_config(&target(&r.name, &r.version)?)?),
         }))
     }
 
@@ -193,14 +233,19 @@ impl GrpcInferenceService for GrpcService {
         req: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(self.core.model_statistics(&r.name, version(&r.version))?))
+        // An empty name asks for every model.
+        let model = match r.name.is_empty() {
+            true => None,
+            false => Some(target(&r.name, &r.version)?),
+        };
+        Ok(Response::new(self.serving.model_statistics(model.as_ref())?))
     }
 
     async fn repository_index(
         &self,
         req: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        let models = self.core.repository_index(req.into_inner().ready)?;
+        let models = self.admin.repository_index(req.into_inner().ready).await?;
         Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
@@ -208,24 +253,15 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        self.core.authorize_admin(bearer(&req))?;
-        let r = req.into_inner();
-        let config = match r.parameters.get("config").and_then(|p| p.parameter_choice.as_ref()) {
-            None => None,
-            Some(model_repository_parameter::ParameterChoice::StringParam(s)) => Some(s.clone()),
-            Some(_) => return Err(InferError::invalid("parameter 'config' must be a string holding JSON").into()),
-        };
-        let mut files = Vec::new();
-        for (key, p) in &r.parameters {
-            let Some(rel) = key.strip_prefix("file:") else { continue };
-            match &p.parameter_choice {
-                Some(model_repository_parameter::ParameterChoice::BytesParam(b)) => {
-                    files.push((rel.to_string(), b.to_vec()))
-                }
-                _ => return Err(InferError::invalid(format!("parameter '{key}' must hold bytes")).into()),
-            }
-        }
-        self.core.load(&r.model_name, config.as_deref(), files).await?;
+        let name = model_name(&req.get_ref().model_name)?;
+        let by = self.admin.authorize(&caller(&req), "load", &name)?;
+        let request = load_request(req.into_inner()).map_err(|error| {
+            InferError::from(LoadFailure {
+                model: name.clone(),
+                error,
+            })
+        })?;
+        self.admin.load(by, &name, request).await?;
         Ok(Response::new(RepositoryModelLoadResponse {}))
     }
 
@@ -233,8 +269,9 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        self.core.authorize_admin(bearer(&req))?;
-        self.core.unload(&req.into_inner().model_name).await?;
+        let name = model_name(&req.get_ref().model_name)?;
+        let by = self.admin.authorize(&caller(&req), "unload", &name)?;
+        self.admin.unload(by, &name)?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }

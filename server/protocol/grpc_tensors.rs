@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::error::{InferError, InferResult};
+use crate::model_name::ModelRef;
 use crate::proto::{
     infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents, ModelInferRequest,
     ModelInferResponse,
 };
-use crate::request::{InferRequest, InferResponse, ParamValue, Protocol};
+use crate::request::{InferRequest, InferResponse, ParamValue, Protocol, RequestedOutput};
 use crate::tensor::{push_bytes_element, DataType, Tensor};
 
 fn parameters(map: HashMap<String, InferParameter>) -> Vec<(String, ParamValue)> {
@@ -90,17 +91,23 @@ pub fn decode_request(req: ModelInferRequest) -> Result<InferRequest, Undecodabl
         outputs,
         raw_input_contents,
     } = req;
-    match decode_inputs(inputs, raw_input_contents) {
-        Ok(inputs) => Ok(InferRequest {
-            id,
-            model: model_name,
-            version: Some(model_version).filter(|v| !v.is_empty()),
-            inputs,
-            outputs: outputs.into_iter().map(|o| o.name).collect(),
-            parameters: parameters(params),
-            routing_key: None,
-            protocol: Protocol::Grpc,
-        }),
+    let decoded = ModelRef::parse(&model_name, Some(&model_version))
+        .map_err(InferError::from)
+        .and_then(|model| {
+            let mut request = InferRequest::new(model, Protocol::Grpc);
+            request.inputs = decode_inputs(inputs, raw_input_contents, &model_name)?;
+            request.outputs = outputs
+                .into_iter()
+                .map(|o| RequestedOutput::with_parameters(o.name, &parameters(o.parameters)))
+                .collect::<InferResult<_>>()?;
+            request.parameters = parameters(params);
+            Ok(request)
+        });
+    match decoded {
+        Ok(mut request) => {
+            request.id = id;
+            Ok(request)
+        }
         Err(error) => Err(Undecodable {
             model: model_name,
             id,
@@ -112,6 +119,7 @@ pub fn decode_request(req: ModelInferRequest) -> Result<InferRequest, Undecodabl
 fn decode_inputs(
     inputs: Vec<crate::proto::model_infer_request::InferInputTensor>,
     raw: Vec<Bytes>,
+    model: &str,
 ) -> InferResult<Vec<Tensor>> {
     if !raw.is_empty() && raw.len() != inputs.len() {
         return Err(InferError::invalid(format!(
@@ -132,7 +140,7 @@ fn decode_inputs(
         let data = match (raw.next(), &input.contents) {
             (Some(_), Some(_)) => {
                 return Err(InferError::invalid(format!(
-                    "input '{}' has both contents and raw_input_contents",
+                    "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
                     input.name
                 )))
             }
@@ -211,6 +219,7 @@ mod tests {
             ..Default::default()
         };
         let req = ModelInferRequest {
+            model_name: "m".into(),
             inputs: vec![input("a"), input("b")],
             raw_input_contents: vec![Bytes::from_static(&[0; 4])],
             ..Default::default()

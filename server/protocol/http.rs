@@ -1,9 +1,12 @@
-//! The REST front-end (axum): routes of the V2 protocol and Triton's extensions, nothing else.
-use std::sync::Arc;
+//! The REST front-end (axum): routes of the V2 protocol and Triton's extensions, nothing else. A model named in
+//! a path is checked by the `Target` extractor before any handler runs.
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,9 +14,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::binary::{decode_request, encode_response, HEADER_LENGTH};
-use crate::core::Core;
+use super::Api;
+use crate::admin::Caller;
 use crate::error::{InferError, InferResult};
+use crate::lifecycle::LoadRequest;
+use crate::model_name::ModelRef;
 use crate::repository::config::to_json;
+use crate::repository::{LoadError, LoadFailure};
 use crate::request::{Protocol, REQUEST_ID, ROUTING_KEY};
 use crate::request_log;
 use crate::traffic::TrafficPolicy;
@@ -24,7 +31,51 @@ struct ModelPath {
     version: Option<String>,
 }
 
-pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
+/// The model (and version) a route's path names, checked.
+struct Target(ModelRef);
+
+impl<S: Send + Sync> FromRequestParts<S> for Target {
+    type Rejection = InferError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, InferError> {
+        let Path(p) = Path::<ModelPath>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| InferError::invalid(e.body_text()))?;
+        Ok(Target(ModelRef::parse(&p.model, p.version.as_deref())?))
+    }
+}
+
+/// Who sent a request: its connection's peer and its `Authorization` header (for admin routes).
+struct Sender {
+    peer: Option<SocketAddr>,
+    authorization: Option<String>,
+}
+
+impl Sender {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            peer: self.peer,
+            authorization: self.authorization.as_deref(),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Sender {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Sender {
+            peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+            authorization: parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        })
+    }
+}
+
+pub fn router(api: Api, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
@@ -46,7 +97,7 @@ pub fn router(core: Arc<Core>, max_body_bytes: usize) -> Router {
         .route("/v2/repository/models/{model}/unload", post(repository_unload))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(core)
+        .with_state(api)
 }
 
 fn status_only(ok: bool) -> StatusCode {
@@ -57,48 +108,48 @@ fn status_only(ok: bool) -> StatusCode {
     }
 }
 
-async fn live(State(core): State<Arc<Core>>) -> StatusCode {
-    status_only(core.is_live())
+async fn live(State(api): State<Api>) -> StatusCode {
+    status_only(api.serving.is_live())
 }
 
-async fn ready(State(core): State<Arc<Core>>) -> StatusCode {
-    status_only(core.is_ready())
+async fn ready(State(api): State<Api>) -> StatusCode {
+    status_only(api.serving.is_ready())
 }
 
 async fn not_found() -> InferError {
     InferError::NotFound("no such endpoint".into())
 }
 
-async fn server_metadata(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
-    Json(to_json(&core.server_metadata(), "inference.ServerMetadataResponse"))
+async fn server_metadata(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(to_json(
+        &api.serving.server_metadata(),
+        "inference.ServerMetadataResponse",
+    ))
 }
 
-async fn model_metadata(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-) -> InferResult<Json<serde_json::Value>> {
-    let md = core.model_metadata(&p.model, p.version.as_deref())?;
+async fn model_metadata(State(api): State<Api>, Target(m): Target) -> InferResult<Json<serde_json::Value>> {
+    let md = api.serving.model_metadata(&m)?;
     Ok(Json(to_json(&md, "inference.ModelMetadataResponse")))
 }
 
-async fn model_ready(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<StatusCode> {
-    Ok(status_only(core.model_ready(&p.model, p.version.as_deref())?))
+async fn model_ready(State(api): State<Api>, Target(m): Target) -> InferResult<StatusCode> {
+    Ok(status_only(api.serving.model_ready(&m)?))
 }
 
-async fn model_config(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<serde_json::Value>> {
-    let cfg = core.model_config(&p.model, p.version.as_deref())?;
+async fn model_config(State(api): State<Api>, Target(m): Target) -> InferResult<Json<serde_json::Value>> {
+    let cfg = api.serving.model_config(&m)?;
     Ok(Json(to_json(&cfg, "inference.ModelConfig")))
 }
 
-async fn all_stats(State(core): State<Arc<Core>>) -> InferResult<Json<serde_json::Value>> {
+async fn all_stats(State(api): State<Api>) -> InferResult<Json<serde_json::Value>> {
     Ok(Json(to_json(
-        &core.model_statistics("", None)?,
+        &api.serving.model_statistics(None)?,
         "inference.ModelStatisticsResponse",
     )))
 }
 
-async fn model_stats(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<serde_json::Value>> {
-    let stats = core.model_statistics(&p.model, p.version.as_deref())?;
+async fn model_stats(State(api): State<Api>, Target(m): Target) -> InferResult<Json<serde_json::Value>> {
+    let stats = api.serving.model_statistics(Some(&m))?;
     Ok(Json(to_json(&stats, "inference.ModelStatisticsResponse")))
 }
 
@@ -112,8 +163,8 @@ fn body_error(rejection: BytesRejection) -> InferError {
 }
 
 async fn infer(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
+    State(api): State<Api>,
+    Target(m): Target,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> InferResult<Response> {
@@ -126,19 +177,18 @@ async fn infer(
             .map(Some)
             .map_err(|_| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer")),
     };
+    let model = m.name.clone();
     let mut decoded = body
         .map_err(body_error)
-        .and_then(|body| header_length.and_then(|len| decode_request(&body, len)))
-        .inspect_err(|e| request_log::undecodable(Protocol::Http, &p.model, header(REQUEST_ID), e))?;
+        .and_then(|body| header_length.and_then(|len| decode_request(m, &body, len)))
+        .inspect_err(|e| request_log::undecodable(Protocol::Http, &model, header(REQUEST_ID), e))?;
     let request = &mut decoded.request;
-    request.model = p.model;
-    request.version = p.version;
     request.routing_key = header(ROUTING_KEY).map(str::to_string);
     if request.id.is_empty() {
         request.id = header(REQUEST_ID).unwrap_or_default().to_string();
     }
-    let response = core.infer(decoded.request).await?;
-    let (body, json_len) = encode_response(&response, &decoded.binary, decoded.binary_default);
+    let response = api.serving.infer(decoded.request).await?;
+    let (body, json_len) = encode_response(&response, &decoded.binary);
     let mut resp = body.into_response();
     let headers = resp.headers_mut();
     match json_len {
@@ -164,14 +214,16 @@ fn body_json(body: &Bytes) -> InferResult<serde_json::Value> {
     serde_json::from_slice(body).map_err(|e| InferError::invalid(format!("failed to parse the request JSON: {e}")))
 }
 
-async fn repository_index(State(core): State<Arc<Core>>, body: Bytes) -> InferResult<Json<serde_json::Value>> {
+async fn repository_index(State(api): State<Api>, body: Bytes) -> InferResult<Json<serde_json::Value>> {
     let ready = body_json(&body)?
         .get("ready")
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     // Triton leaves empty fields out of each entry.
-    let entries = core
-        .repository_index(ready)?
+    let entries = api
+        .admin
+        .repository_index(ready)
+        .await?
         .into_iter()
         .map(|m| {
             let mut e = serde_json::json!({ "name": m.name, "state": m.state });
@@ -187,65 +239,65 @@ async fn repository_index(State(core): State<Arc<Core>>, body: Bytes) -> InferRe
     Ok(Json(serde_json::Value::Array(entries)))
 }
 
-fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-}
-
-async fn repository_load(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> InferResult<StatusCode> {
-    core.authorize_admin(authorization(&headers))?;
-    let body = body_json(&body)?;
+/// Triton's load parameters from a JSON body: `config` (a string holding JSON, or the object itself) and
+/// `file:<version>/<name>` files, base64-encoded.
+fn load_request(body: &Bytes) -> Result<LoadRequest, LoadError> {
+    let body = body_json(body).map_err(|e| LoadError::Parameter(e.to_string()))?;
     let config = match body.pointer("/parameters/config") {
         None => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
-        // Accept the config as a JSON object too, not only as a string holding JSON.
         Some(v @ serde_json::Value::Object(_)) => Some(v.to_string()),
-        Some(_) => return Err(InferError::invalid("parameters.config must be a JSON string")),
+        Some(_) => return Err(LoadError::Parameter("parameters.config must be a JSON string".into())),
     };
-    // Triton's `file:<version>/<name>` parameters carry model files, base64-encoded in JSON.
     let mut files = Vec::new();
     if let Some(params) = body.get("parameters").and_then(serde_json::Value::as_object) {
         for (key, value) in params {
             let Some(rel) = key.strip_prefix("file:") else { continue };
             let text = value
                 .as_str()
-                .ok_or_else(|| InferError::invalid(format!("parameter '{key}' must be a base64 string")))?;
+                .ok_or_else(|| LoadError::Parameter(format!("parameter '{key}' must be a base64 string")))?;
             let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
-                .map_err(|e| InferError::invalid(format!("parameter '{key}' is not valid base64: {e}")))?;
+                .map_err(|e| LoadError::Parameter(format!("parameter '{key}' is not valid base64: {e}")))?;
             files.push((rel.to_string(), bytes));
         }
     }
-    core.load(&p.model, config.as_deref(), files).await?;
-    Ok(StatusCode::OK)
+    Ok(LoadRequest { config, files })
 }
 
-async fn repository_unload(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-    headers: HeaderMap,
+async fn repository_load(
+    State(api): State<Api>,
+    Target(m): Target,
+    sender: Sender,
+    body: Bytes,
 ) -> InferResult<StatusCode> {
-    core.authorize_admin(authorization(&headers))?;
-    core.unload(&p.model).await?;
+    let by = api.admin.authorize(&sender.caller(), "load", &m.name)?;
+    let request = load_request(&body).map_err(|error| LoadFailure {
+        model: m.name.clone(),
+        error,
+    })?;
+    api.admin.load(by, &m.name, request).await?;
     Ok(StatusCode::OK)
 }
 
-async fn get_traffic(State(core): State<Arc<Core>>, Path(p): Path<ModelPath>) -> InferResult<Json<TrafficPolicy>> {
-    Ok(Json(core.traffic(&p.model)?))
+async fn repository_unload(State(api): State<Api>, Target(m): Target, sender: Sender) -> InferResult<StatusCode> {
+    let by = api.admin.authorize(&sender.caller(), "unload", &m.name)?;
+    api.admin.unload(by, &m.name)?;
+    Ok(StatusCode::OK)
+}
+
+async fn get_traffic(State(api): State<Api>, Target(m): Target) -> InferResult<Json<TrafficPolicy>> {
+    Ok(Json(api.admin.traffic(&m.name)?))
 }
 
 async fn put_traffic(
-    State(core): State<Arc<Core>>,
-    Path(p): Path<ModelPath>,
-    headers: HeaderMap,
+    State(api): State<Api>,
+    Target(m): Target,
+    sender: Sender,
     body: Bytes,
 ) -> InferResult<StatusCode> {
-    core.authorize_admin(authorization(&headers))?;
+    let by = api.admin.authorize(&sender.caller(), "traffic", &m.name)?;
     let policy: TrafficPolicy =
         serde_json::from_slice(&body).map_err(|e| InferError::invalid(format!("invalid traffic policy: {e}")))?;
-    core.set_traffic(&p.model, policy).await?;
+    api.admin.set_traffic(by, &m.name, policy)?;
     Ok(StatusCode::OK)
 }

@@ -168,30 +168,30 @@ impl Serialize for JsonData<'_> {
 
 /// A JSON `parameters` object as request parameters.
 pub fn parameters(map: &serde_json::Map<String, serde_json::Value>) -> InferResult<Vec<(String, ParamValue)>> {
-    map.iter()
-        .map(|(k, v)| {
-            let value = match v {
-                serde_json::Value::Bool(b) => ParamValue::Bool(*b),
-                serde_json::Value::String(s) => ParamValue::String(s.clone()),
-                serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => ParamValue::Int(i),
-                    (None, Some(u), _) => ParamValue::Uint(u),
-                    (_, _, Some(f)) => ParamValue::Double(f),
-                    _ => {
-                        return Err(InferError::invalid(format!(
-                            "parameter '{k}' has an unsupported number"
-                        )))
-                    }
-                },
-                _ => {
-                    return Err(InferError::invalid(format!(
-                        "parameter '{k}' must be a bool, number or string"
-                    )))
-                }
-            };
-            Ok((k.clone(), value))
-        })
-        .collect()
+    map.iter().map(|(k, v)| Ok((k.clone(), parameter(k, v)?))).collect()
+}
+
+/// One JSON parameter value.
+pub fn parameter(key: &str, value: &serde_json::Value) -> InferResult<ParamValue> {
+    Ok(match value {
+        serde_json::Value::Bool(b) => ParamValue::Bool(*b),
+        serde_json::Value::String(s) => ParamValue::String(s.clone()),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => ParamValue::Int(i),
+            (None, Some(u), _) => ParamValue::Uint(u),
+            (_, _, Some(f)) => ParamValue::Double(f),
+            _ => {
+                return Err(InferError::invalid(format!(
+                    "parameter '{key}' has an unsupported number"
+                )))
+            }
+        },
+        _ => {
+            return Err(InferError::invalid(format!(
+                "parameter '{key}' must be a bool, number or string"
+            )))
+        }
+    })
 }
 
 #[cfg(test)]

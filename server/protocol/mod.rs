@@ -1,6 +1,11 @@
 //! The protocol front-ends: the KServe V2 / Open Inference Protocol over HTTP/REST (with Triton's binary
-//! tensor extension) and over gRPC. Both decode into `InferRequest` and call `Core`; neither knows about
-//! batching or backends.
+//! tensor extension) and over gRPC. Both decode into `InferRequest` (checking every model name they are given)
+//! and call `Serving` for requests and `Admin` for changes; neither knows about batching or backends.
+use std::sync::Arc;
+
+use crate::admin::Admin;
+use crate::serving::Serving;
+
 pub mod binary;
 pub mod grpc;
 pub mod grpc_codec;
@@ -8,3 +13,10 @@ pub mod grpc_limit;
 pub mod grpc_tensors;
 pub mod http;
 pub mod json;
+
+/// What the front-ends serve from.
+#[derive(Clone)]
+pub struct Api {
+    pub serving: Arc<Serving>,
+    pub admin: Arc<Admin>,
+}

@@ -6,11 +6,20 @@ use crate::proto::{ModelConfig, ModelInput, ModelOutput};
 /// Triton's `--backend-config=default-max-batch-size`: what a batchable model without one gets.
 pub const DEFAULT_MAX_BATCH_SIZE: i32 = 4;
 
+/// A model file whose tensors cannot complete its config.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AutoCompleteError {
+    #[error("max_batch_size is {0} but the model's tensors have no dynamic first dimension to batch along")]
+    NoBatchDimension(i32),
+    #[error("tensor '{0}' has a type inferd cannot serve")]
+    UnservableType(String),
+}
+
 fn all_batchable(tensors: &[DeclaredTensor]) -> bool {
     tensors.iter().all(|t| t.shape.first() == Some(&-1))
 }
 
-pub fn complete(cfg: &mut ModelConfig, io: &DeclaredIo) -> Result<(), String> {
+pub fn complete(cfg: &mut ModelConfig, io: &DeclaredIo) -> Result<(), AutoCompleteError> {
     if !cfg.input.is_empty() && !cfg.output.is_empty() {
         return Ok(());
     }
@@ -21,15 +30,12 @@ pub fn complete(cfg: &mut ModelConfig, io: &DeclaredIo) -> Result<(), String> {
     }
     let skip = usize::from(cfg.max_batch_size > 0);
     if skip == 1 && !batchable {
-        return Err(format!(
-            "max_batch_size is {} but the model's tensors have no dynamic first dimension to batch along",
-            cfg.max_batch_size
-        ));
+        return Err(AutoCompleteError::NoBatchDimension(cfg.max_batch_size));
     }
-    let dims = |t: &DeclaredTensor| -> Result<(i32, Vec<i64>), String> {
+    let dims = |t: &DeclaredTensor| -> Result<(i32, Vec<i64>), AutoCompleteError> {
         let datatype = t
             .datatype
-            .ok_or_else(|| format!("tensor '{}' has a type inferd cannot serve", t.name))?;
+            .ok_or_else(|| AutoCompleteError::UnservableType(t.name.clone()))?;
         Ok((
             datatype.to_config() as i32,
             t.shape.get(skip..).unwrap_or_default().to_vec(),

@@ -64,19 +64,31 @@ fn colon_before_lists(text: &str) -> String {
     out
 }
 
+/// Config text (protobuf text format or JSON) that is not a ModelConfig, with the parser's reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn from_display(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// Parses config.pbtxt text.
-pub fn parse_pbtxt(text: &str) -> Result<ModelConfig, String> {
+pub fn parse_pbtxt(text: &str) -> Result<ModelConfig, ConfigError> {
     let text = colon_before_lists(text);
-    let msg =
-        DynamicMessage::parse_text_format(descriptor("inference.ModelConfig"), &text).map_err(|e| e.to_string())?;
-    msg.transcode_to::<ModelConfig>().map_err(|e| e.to_string())
+    let msg = DynamicMessage::parse_text_format(descriptor("inference.ModelConfig"), &text)
+        .map_err(ConfigError::from_display)?;
+    msg.transcode_to::<ModelConfig>().map_err(ConfigError::from_display)
 }
 
 /// Parses a ModelConfig written in protobuf's JSON mapping (Triton's load-with-config override).
-pub fn parse_json(text: &str) -> Result<ModelConfig, String> {
+pub fn parse_json(text: &str) -> Result<ModelConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let msg = DynamicMessage::deserialize(descriptor("inference.ModelConfig"), &mut de).map_err(|e| e.to_string())?;
-    msg.transcode_to::<ModelConfig>().map_err(|e| e.to_string())
+    let msg =
+        DynamicMessage::deserialize(descriptor("inference.ModelConfig"), &mut de).map_err(ConfigError::from_display)?;
+    msg.transcode_to::<ModelConfig>().map_err(ConfigError::from_display)
 }
 
 /// Any message of `proto/` as JSON the way Triton writes it: proto field names, enums by name, 64-bit
@@ -131,7 +143,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_with_a_reason() {
-        let err = parse_pbtxt("name: \"x\"\nmax_batch: 3").unwrap_err();
+        let err = parse_pbtxt("name: \"x\"\nmax_batch: 3").unwrap_err().to_string();
         assert!(err.contains("max_batch"), "{err}");
     }
 

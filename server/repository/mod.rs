@@ -1,65 +1,88 @@
 //! The model repository in Triton's layout: `<repo>/<model>/config.pbtxt` and `<repo>/<model>/<version>/<file>`.
-//! Scanning finds the models; loading reads (or auto-completes) each config, picks versions by the version
-//! policy and starts each version's instances.
+//! Scanning finds the models; preparing reads (or auto-completes) a model's config and picks its versions by the
+//! version policy; loading starts one version's instances. Every path is built from a checked model name and
+//! checked file names (`paths`), so nothing here reads outside a model's folder.
 pub mod autocomplete;
 pub mod config;
+mod error;
+pub mod paths;
 pub mod placement;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendError};
-use crate::model::{LoadedVersion, ModelSpec};
+pub use self::error::{LoadError, LoadFailure};
+use crate::backend::Backend;
+use crate::model_name::{ModelName, NameError};
 use crate::proto::model_version_policy::PolicyChoice;
 use crate::proto::ModelConfig;
 use crate::scheduler::{BatchPolicy, Scheduler};
+use crate::spec::ModelSpec;
 use crate::stats::Stats;
+use crate::version::LoadedVersion;
 use placement::Gpus;
 
-/// A model directory found in one of the repositories.
+/// A model directory found in one of the repositories (or a load request's staging folder).
 #[derive(Clone, Debug)]
 pub struct ModelSource {
-    pub name: String,
+    pub name: ModelName,
     pub dir: PathBuf,
 }
 
-/// Every model directory under the repositories. A name found in two repositories is an error for that
-/// name, as in Triton.
-pub fn scan(repositories: &[PathBuf]) -> Result<BTreeMap<String, Result<ModelSource, String>>, String> {
-    let mut found: BTreeMap<String, Result<ModelSource, String>> = BTreeMap::new();
+/// What a scan found: each model by name (a name found in two repositories is an error for that name, as in
+/// Triton), and the folders passed over because no request could name them.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub models: BTreeMap<ModelName, Result<ModelSource, LoadError>>,
+    pub passed_over: Vec<NameError>,
+}
+
+/// Every model directory under the repositories.
+pub fn scan(repositories: &[PathBuf]) -> Result<Scan, LoadError> {
+    let mut scan = Scan::default();
     for repo in repositories {
-        let entries =
-            std::fs::read_dir(repo).map_err(|e| format!("cannot read model repository {}: {e}", repo.display()))?;
+        let entries = std::fs::read_dir(repo).map_err(LoadError::io(|source| LoadError::Repository {
+            path: repo.clone(),
+            source,
+        }))?;
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            // Not UTF-8: no request could name it either.
+            let Some(file_name) = dir.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if name.starts_with('.') || !dir.is_dir() {
+            if file_name.starts_with('.') || !dir.is_dir() {
                 continue;
             }
+            let name = match ModelName::parse(file_name) {
+                Ok(name) => name,
+                Err(e) => {
+                    scan.passed_over.push(e);
+                    continue;
+                }
+            };
             let src = ModelSource {
                 name: name.clone(),
                 dir,
             };
-            match found.get(&name) {
+            match scan.models.get(&name) {
                 Some(Ok(prev)) => {
-                    let msg = format!(
-                        "model '{name}' appears in more than one repository ({} and {})",
-                        prev.dir.display(),
-                        src.dir.display()
-                    );
-                    found.insert(name, Err(msg));
+                    let duplicate = LoadError::Duplicate {
+                        name: name.clone(),
+                        first: prev.dir.clone(),
+                        second: src.dir.clone(),
+                    };
+                    scan.models.insert(name, Err(duplicate));
                 }
                 Some(Err(_)) => {}
                 None => {
-                    found.insert(name, Ok(src));
+                    scan.models.insert(name, Ok(src));
                 }
             }
         }
     }
-    Ok(found)
+    Ok(scan)
 }
 
 /// Chooses the backend a model's config asks for (`backend:` or `platform:`), or, with neither, the one whose
@@ -68,19 +91,16 @@ pub fn select_backend(
     backends: &[Arc<dyn Backend>],
     cfg: &ModelConfig,
     dir: &Path,
-) -> Result<Arc<dyn Backend>, String> {
+) -> Result<Arc<dyn Backend>, LoadError> {
     if !cfg.backend.is_empty() || !cfg.platform.is_empty() {
         return backends
             .iter()
             .find(|b| b.name() == cfg.backend || b.platform() == cfg.platform)
             .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "no backend for backend '{}' / platform '{}' (available: {})",
-                    cfg.backend,
-                    cfg.platform,
-                    names(backends)
-                )
+            .ok_or_else(|| LoadError::UnknownBackend {
+                backend: cfg.backend.clone(),
+                platform: cfg.platform.clone(),
+                available: names(backends),
             });
     }
     let has_file = |b: &Arc<dyn Backend>| -> bool {
@@ -90,12 +110,13 @@ pub fn select_backend(
             .flatten()
             .any(|v| v.path().join(b.default_model_filename()).is_file())
     };
-    backends.iter().find(|b| has_file(b)).cloned().ok_or_else(|| {
-        format!(
-            "config names no backend or platform and no version holds a model file of any backend ({})",
-            names(backends)
-        )
-    })
+    backends
+        .iter()
+        .find(|b| has_file(b))
+        .cloned()
+        .ok_or_else(|| LoadError::NoModelFile {
+            available: names(backends),
+        })
 }
 
 fn names(backends: &[Arc<dyn Backend>]) -> String {
@@ -136,35 +157,43 @@ pub struct Prepared {
     pub backend: Arc<dyn Backend>,
     /// (version, model file), newest first.
     pub versions: Vec<(i64, PathBuf)>,
+    /// Per output, its class labels (see `LoadedVersion::labels`).
+    pub labels: Vec<Vec<String>>,
 }
 
-/// Reads `config.pbtxt` (if any), completes it from the model file, and picks the versions to load.
-pub fn prepare(src: &ModelSource, backends: &[Arc<dyn Backend>]) -> Result<Prepared, String> {
-    let config_path = src.dir.join("config.pbtxt");
-    let mut cfg = if config_path.is_file() {
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-        config::parse_pbtxt(&text).map_err(|e| format!("{}: {e}", config_path.display()))?
-    } else {
-        ModelConfig::default()
-    };
-    if cfg.name.is_empty() {
-        cfg.name = src.name.clone();
-    } else if cfg.name != src.name {
-        return Err(format!(
-            "config name '{}' does not match the model directory '{}'",
-            cfg.name, src.name
-        ));
+/// The model's own `config.pbtxt` (a default config without one).
+fn read_config(src: &ModelSource) -> Result<ModelConfig, LoadError> {
+    let path = src.dir.join("config.pbtxt");
+    if !path.is_file() {
+        return Ok(ModelConfig::default());
     }
-    prepare_config(src, cfg, backends)
+    let text = std::fs::read_to_string(&path).map_err(LoadError::io(|source| LoadError::ReadConfig {
+        path: path.clone(),
+        source,
+    }))?;
+    config::parse_pbtxt(&text).map_err(|source| LoadError::ParseConfig { path, source })
 }
 
-/// The same as `prepare`, from a config already in hand (a load request's override).
-pub fn prepare_config(
+/// Reads the model's config (or takes `config`, a load request's override), completes it from the model
+/// file, and picks the versions to load.
+pub fn prepare(
     src: &ModelSource,
-    mut cfg: ModelConfig,
+    config: Option<ModelConfig>,
     backends: &[Arc<dyn Backend>],
-) -> Result<Prepared, String> {
+) -> Result<Prepared, LoadError> {
+    let mut cfg = match config {
+        Some(cfg) => cfg,
+        None => read_config(src)?,
+    };
+    // A config serves the model whose folder it is in, under that folder's name.
+    if cfg.name.is_empty() {
+        cfg.name = src.name.to_string();
+    } else if cfg.name != src.name.as_str() {
+        return Err(LoadError::NameMismatch {
+            directory: src.name.clone(),
+            config: cfg.name,
+        });
+    }
     let backend = select_backend(backends, &cfg, &src.dir)?;
     if cfg.backend.is_empty() {
         cfg.backend = backend.name().to_string();
@@ -173,22 +202,28 @@ pub fn prepare_config(
         cfg.platform = backend.platform().to_string();
     }
     let filename = if cfg.default_model_filename.is_empty() {
-        backend.default_model_filename().to_string()
+        backend.default_model_filename()
     } else {
-        cfg.default_model_filename.clone()
-    };
+        paths::file_name("default_model_filename", &cfg.default_model_filename)?
+    }
+    .to_string();
+    let labels = cfg
+        .output
+        .iter()
+        .map(|o| read_labels(&src.dir, &o.name, &o.label_filename))
+        .collect::<Result<Vec<_>, _>>()?;
     let versions: Vec<(i64, PathBuf)> = apply_version_policy(&cfg, version_dirs(&src.dir))
         .into_iter()
         .map(|(v, dir)| (v, dir.join(&filename)))
         .collect();
     let Some((_, newest)) = versions.first() else {
-        return Err(format!(
-            "no version of model '{}' matches its version policy (numbered folders holding {filename})",
-            src.name
-        ));
+        return Err(LoadError::NoVersion {
+            model: src.name.to_string(),
+            filename,
+        });
     };
     if cfg.input.is_empty() || cfg.output.is_empty() {
-        let io = backend.inspect(newest).map_err(|e| e.to_string())?;
+        let io = backend.inspect(newest).map_err(|e| LoadError::Inspect(Arc::new(e)))?;
         autocomplete::complete(&mut cfg, &io)?;
     }
     if cfg.instance_group.is_empty() {
@@ -199,35 +234,73 @@ pub fn prepare_config(
         });
     }
     let spec = Arc::new(ModelSpec::from_config(&cfg)?);
+    // Outputs the config left to auto-completion have no label files.
+    let mut labels = labels;
+    labels.resize(spec.outputs.len(), Vec::new());
     Ok(Prepared {
         config: cfg,
         spec,
         backend,
         versions,
+        labels,
     })
+}
+
+/// An output's class labels: one per line of its `label_filename` in the model's folder (none without one).
+fn read_labels(dir: &Path, output: &str, label_filename: &str) -> Result<Vec<String>, LoadError> {
+    if label_filename.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = paths::file_in(dir, "label_filename", label_filename)?;
+    let text = std::fs::read_to_string(&path).map_err(LoadError::io(|source| LoadError::Labels {
+        output: output.to_string(),
+        path: path.clone(),
+        source,
+    }))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 /// Starts one version: its instances (each its own session) and its scheduler.
 /// `detailed`: keep the metrics-only statistics too.
-pub fn load_version(prepared: &Prepared, version: i64, file: &Path, detailed: bool) -> Result<LoadedVersion, String> {
+pub fn load_version(
+    prepared: &Prepared,
+    version: i64,
+    file: &Path,
+    detailed: bool,
+) -> Result<LoadedVersion, LoadError> {
     if !file.is_file() {
-        return Err(format!("version {version}: model file {} not found", file.display()));
+        return Err(LoadError::ModelFile {
+            version,
+            path: file.to_path_buf(),
+        });
     }
     let policy = BatchPolicy::from_config(&prepared.config)?;
     let placements = placement::placements(&prepared.spec.name, &prepared.config, &Gpus::discover())?;
     let instances = placements
         .iter()
         .map(|&p| prepared.backend.instantiate(file, &prepared.spec, &prepared.config, p))
-        .collect::<Result<Vec<_>, BackendError>>()
-        .map_err(|e| format!("version {version}: {e}"))?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LoadError::Instance {
+            version,
+            source: Arc::new(e),
+        })?;
     let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
     let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
     Ok(LoadedVersion {
         version,
-        version_label: version.to_string(),
         spec: prepared.spec.clone(),
         config: Arc::new(prepared.config.clone()),
         scheduler,
         stats,
+        labels: prepared.labels.clone(),
     })
+}
+
+/// Every version the config's policy picks, loaded; the first that fails fails the load.
+pub fn load_versions(prepared: &Prepared, detailed: bool) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, LoadError> {
+    let mut versions = BTreeMap::new();
+    for (v, file) in &prepared.versions {
+        versions.insert(*v, Arc::new(load_version(prepared, *v, file, detailed)?));
+    }
+    Ok(versions)
 }

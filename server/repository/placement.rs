@@ -10,6 +10,17 @@ use crate::proto::ModelConfig;
 /// `count` goes up to i32::MAX, which exhausted memory before the load could fail.
 pub const MAX_INSTANCES: usize = 1024;
 
+/// Instance groups that cannot be placed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error("instance group {group} asks for KIND_GPU, but there is no GPU: {why}")]
+    NoGpu { group: String, why: String },
+    #[error("instance group {group} names GPU {gpu}, but the GPUs present are {present:?}")]
+    MissingGpu { group: String, gpu: i32, present: Vec<u32> },
+    #[error("instance group {group} brings the model to {total} instances; at most {MAX_INSTANCES} are supported")]
+    TooMany { group: String, total: usize },
+}
+
 /// The GPUs a load may use: their CUDA ordinals, or why there are none.
 pub struct Gpus {
     pub present: Vec<u32>,
@@ -27,7 +38,7 @@ impl Gpus {
 }
 
 /// One placement per instance, in instance-group order.
-pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Placement>, String> {
+pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Placement>, PlacementError> {
     let mut out = Vec::new();
     for (i, group) in cfg.instance_group.iter().enumerate() {
         let name = if group.name.is_empty() {
@@ -48,10 +59,10 @@ pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Pla
                 None
             }
             Kind::Gpu if gpus.present.is_empty() => {
-                return Err(format!(
-                    "instance group {name} asks for KIND_GPU, but there is no GPU: {}",
-                    gpus.why_none.as_deref().unwrap_or("none found")
-                ))
+                return Err(PlacementError::NoGpu {
+                    group: name,
+                    why: gpus.why_none.as_deref().unwrap_or("none found").to_string(),
+                })
             }
             Kind::Gpu | Kind::Auto if group.gpus.is_empty() => Some(gpus.present.clone()),
             Kind::Gpu | Kind::Auto => Some(
@@ -62,23 +73,20 @@ pub fn placements(model: &str, cfg: &ModelConfig, gpus: &Gpus) -> Result<Vec<Pla
                         u32::try_from(d)
                             .ok()
                             .filter(|d| gpus.present.contains(d))
-                            .ok_or_else(|| {
-                                format!(
-                                    "instance group {name} names GPU {d}, but the GPUs present are {:?}",
-                                    gpus.present
-                                )
+                            .ok_or_else(|| PlacementError::MissingGpu {
+                                group: name.clone(),
+                                gpu: d,
+                                present: gpus.present.clone(),
                             })
                     })
-                    .collect::<Result<Vec<u32>, String>>()?,
+                    .collect::<Result<Vec<u32>, _>>()?,
             ),
         };
         let total = count
             .saturating_mul(devices.as_ref().map_or(1, Vec::len))
             .saturating_add(out.len());
         if total > MAX_INSTANCES {
-            return Err(format!(
-                "instance group {name} brings the model to {total} instances; at most {MAX_INSTANCES} are supported"
-            ));
+            return Err(PlacementError::TooMany { group: name, total });
         }
         match devices {
             None => out.extend(std::iter::repeat_n(Placement::Cpu, count)),
@@ -137,9 +145,13 @@ mod tests {
 
     #[test]
     fn kind_gpu_without_a_gpu_fails_saying_why() {
-        let err = placements("m", &config(&[(Kind::Gpu, 1, &[])]), &gpus(&[])).unwrap_err();
+        let err = placements("m", &config(&[(Kind::Gpu, 1, &[])]), &gpus(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("KIND_GPU") && err.contains("no NVIDIA driver"), "{err}");
-        let err = placements("m", &config(&[(Kind::Gpu, 1, &[3])]), &gpus(&[0])).unwrap_err();
+        let err = placements("m", &config(&[(Kind::Gpu, 1, &[3])]), &gpus(&[0]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("names GPU 3"), "{err}");
     }
 
@@ -154,15 +166,21 @@ mod tests {
                 .len(),
             MAX_INSTANCES
         );
-        let err = placements("m", &config(&[(Kind::Cpu, i32::MAX, &[])]), &gpus(&[])).unwrap_err();
+        let err = placements("m", &config(&[(Kind::Cpu, i32::MAX, &[])]), &gpus(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("#0 brings the model to 2147483647 instances; at most 1024"),
             "{err}"
         );
         // Counted over every group, and per GPU.
-        let err = placements("m", &config(&[(Kind::Cpu, n, &[]), (Kind::Cpu, 1, &[])]), &gpus(&[])).unwrap_err();
+        let err = placements("m", &config(&[(Kind::Cpu, n, &[]), (Kind::Cpu, 1, &[])]), &gpus(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("#1 brings the model to 1025 instances"), "{err}");
-        let err = placements("m", &config(&[(Kind::Gpu, n / 2 + 1, &[0, 1])]), &gpus(&[0, 1])).unwrap_err();
+        let err = placements("m", &config(&[(Kind::Gpu, n / 2 + 1, &[0, 1])]), &gpus(&[0, 1]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("to 1026 instances"), "{err}");
     }
 

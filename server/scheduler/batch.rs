@@ -2,10 +2,10 @@
 //! one batch's outputs back into each request's own rows.
 use bytes::Bytes;
 
-use super::Job;
+use super::job::Job;
 use crate::backend::BatchOutput;
 use crate::error::{InferError, InferResult};
-use crate::model::{ModelSpec, TensorSpec};
+use crate::spec::{ModelSpec, TensorSpec};
 use crate::tensor::{bytes_offset, Tensor};
 
 /// A reusable byte buffer aligned to 8 bytes, so fixed-size elements can be viewed in place.

@@ -9,7 +9,7 @@ use super::queue::Plan;
 use super::{Job, Shared};
 use crate::backend::{BackendError, BatchInput, BatchOutput, Instance};
 use crate::error::InferError;
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::stats::{FailReason, Stats};
 use crate::tensor::Tensor;
 
@@ -38,13 +38,13 @@ impl Worker {
         }
     }
 
-    /// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs. A timeout
-    /// was already counted by the caller; a vanished client is counted here.
+    /// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs; dropping it
+    /// gives up its place in the response order. A timeout was already counted by the caller; a vanished
+    /// client is counted here.
     fn forget(&self, job: Job) {
-        if !job.state.as_ref().is_some_and(|s| s.timed_out()) {
+        if !job.timed_out() {
             self.stats.record_failure(FailReason::Canceled, job.enqueued.elapsed());
         }
-        self.shared.order.skip(job.seq);
     }
 
     pub fn run(mut self) {
@@ -61,12 +61,7 @@ impl Worker {
             match plan {
                 Plan::Run(mut jobs) => {
                     // A job whose timeout fired a moment ago stays with its caller's error.
-                    jobs.retain(|j| {
-                        j.state.as_ref().is_none_or(|s| s.start()) || {
-                            shared.order.skip(j.seq);
-                            false
-                        }
-                    });
+                    jobs.retain(Job::start);
                     let more = !queue.is_empty() && queue.idle > 0;
                     drop(queue);
                     // An idle peer forms the next batch while this one runs.
@@ -106,7 +101,7 @@ impl Worker {
         match self.guarded(jobs, rows, start) {
             Ok(results) => {
                 for (job, outputs) in jobs.drain(..).zip(results) {
-                    self.shared.order.finish(job.seq, job.reply, Ok(outputs));
+                    job.reply.send(Ok(outputs));
                 }
             }
             // One bad request must not fail the others it was batched with: run each on its own.
@@ -114,12 +109,12 @@ impl Worker {
                 for job in jobs.drain(..) {
                     let single = std::slice::from_ref(&job);
                     let result = self.guarded(single, job.rows, Instant::now()).map(|mut r| r.remove(0));
-                    let _ = job.reply.send(result);
+                    job.reply.send(result);
                 }
             }
             Err(e) => {
                 for job in jobs.drain(..) {
-                    self.shared.order.finish(job.seq, job.reply, Err(e.clone()));
+                    job.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -1,81 +1,33 @@
 //! Per model version: a priority queue in front of the version's instances. Each instance runs on its own OS
 //! thread; when free, it forms the next batch from what is queued (dynamic batching: up to `max_batch_size`
 //! rows of requests with the same non-batch dimensions, cut at a preferred size, waiting at most
-//! `max_queue_delay` for a fuller one) while the other instances run theirs. Tokio tasks only enqueue and
-//! await a oneshot: nothing blocks a runtime thread.
+//! `max_queue_delay` for a fuller one) while the other instances run theirs.
+//!
+//! The scheduler owns a request's whole stay: `submit` picks its priority level and timeout from the queue
+//! policy, enqueues it, and resolves to its answer, racing the queue timeout and keeping the response order;
+//! dropping the future cancels the request. Nothing outside can build a job or answer one. Tokio tasks only
+//! enqueue and await: nothing blocks a runtime thread.
 mod batch;
 mod instance;
+mod job;
 mod order;
 pub mod policy;
 mod queue;
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use self::policy::{BatchPolicy, QueuePolicy, TimeoutAction, DEFAULT_QUEUE_SIZE};
+use self::job::{Job, JobState, Reply};
+use self::order::Order;
+pub use self::policy::{BatchPolicy, PolicyError, QueuePolicy, TimeoutAction, DEFAULT_QUEUE_SIZE};
 use self::queue::Queue;
 use crate::backend::Instance;
 use crate::error::{InferError, InferResult};
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::stats::Stats;
 use crate::tensor::Tensor;
-
-/// Where a request with a timeout stands, so that its timeout and its start cannot both win.
-#[derive(Default)]
-pub struct JobState(AtomicU8);
-
-const QUEUED: u8 = 0;
-const STARTED: u8 = 1;
-const TIMED_OUT: u8 = 2;
-
-impl JobState {
-    /// The instance takes the job; false if its timeout fired first.
-    fn start(&self) -> bool {
-        self.0
-            .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The timeout fires; false if an instance already runs the job.
-    pub fn time_out(&self) -> bool {
-        self.0
-            .compare_exchange(QUEUED, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    fn timed_out(&self) -> bool {
-        self.0.load(Ordering::Acquire) == TIMED_OUT
-    }
-}
-
-pub type Reply = oneshot::Sender<InferResult<Vec<Tensor>>>;
-
-/// One request waiting to run: validated inputs in the model's order.
-pub struct Job {
-    pub inputs: Vec<Option<Tensor>>,
-    pub rows: usize,
-    pub enqueued: Instant,
-    /// Every output of the model, in the model's order.
-    pub reply: Reply,
-    /// 0-based priority level (0 is the highest).
-    pub level: usize,
-    /// When the request's queue timeout fires, if it has one.
-    pub deadline: Option<Instant>,
-    /// Shared with the waiting caller when the request has a deadline.
-    pub state: Option<Arc<JobState>>,
-    /// Arrival order, for `preserve_ordering`.
-    pub seq: u64,
-}
-
-impl Job {
-    /// The caller is gone: its connection closed, its RPC was cancelled, or its timeout fired.
-    fn abandoned(&self) -> bool {
-        self.reply.is_closed() || self.state.as_ref().is_some_and(|s| s.timed_out())
-    }
-}
 
 /// What the instances share: the queue and the signal that it changed.
 struct Shared {
@@ -84,7 +36,7 @@ struct Shared {
     policy: BatchPolicy,
     spec: Arc<ModelSpec>,
     stats: Arc<Stats>,
-    order: order::Order,
+    order: Arc<Order>,
     instances: usize,
 }
 
@@ -95,6 +47,20 @@ pub struct Load {
     pub instances: usize,
     /// Instances running a batch (or forming one), as opposed to waiting for work.
     pub busy: usize,
+}
+
+/// A validated request, as the scheduler takes it.
+pub struct Submission {
+    /// In the model's input order (`None` for an absent optional input).
+    pub inputs: Vec<Option<Tensor>>,
+    /// Rows along the batch dimension.
+    pub rows: usize,
+    /// When the server received the request; its queue timeout counts from here.
+    pub received: Instant,
+    /// Triton's `priority` request parameter: 1 is the highest; none or 0 means the model's default.
+    pub priority: Option<u64>,
+    /// Triton's `timeout` request parameter in microseconds, honoured where the queue policy allows it.
+    pub timeout_us: Option<u64>,
 }
 
 pub struct Scheduler {
@@ -111,7 +77,7 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(policy.levels.len())),
             changed: Condvar::new(),
-            order: order::Order::new(policy.preserve_ordering),
+            order: Arc::new(Order::new(policy.preserve_ordering)),
             policy,
             spec,
             stats,
@@ -131,12 +97,65 @@ impl Scheduler {
         Self { shared }
     }
 
-    pub fn policy(&self) -> &BatchPolicy {
-        &self.shared.policy
+    /// Queues a request and resolves to every output of the model, in the model's order. A full queue, a bad
+    /// priority or an unloading version is answered at once; a request still waiting when its queue timeout
+    /// fires (REJECT) gets a timeout, while one an instance has taken runs to the end.
+    pub async fn submit(&self, request: Submission) -> InferResult<Vec<Tensor>> {
+        let spec = &self.shared.spec;
+        let policy = &self.shared.policy;
+        let level = match request.priority {
+            None | Some(0) => policy.default_priority,
+            Some(p) if p <= policy.levels.len() as u64 => p as usize,
+            Some(p) => {
+                return Err(InferError::invalid(format!(
+                    "priority {p} is out of range for model '{}' (1 to {})",
+                    spec.name,
+                    policy.levels.len()
+                )))
+            }
+        } - 1;
+        let queue_policy = &policy.levels[level];
+        let timeout = match request.timeout_us {
+            Some(us) if queue_policy.allow_timeout_override => Some(Duration::from_micros(us)),
+            _ => queue_policy.default_timeout,
+        }
+        .filter(|t| !t.is_zero());
+        let deadline = timeout.and_then(|t| request.received.checked_add(t));
+        let state = deadline.map(|_| Arc::new(JobState::default()));
+        let (tx, mut rx) = oneshot::channel();
+        self.enqueue(request, level, deadline, state.clone(), tx)?;
+        let dropped = || InferError::Internal(format!("model '{}' dropped the request", spec.name));
+        match (deadline, state) {
+            // The timeout fires while the request waits, whatever the instances are doing; once an instance has
+            // taken the request it runs to the end.
+            (Some(deadline), Some(state)) if queue_policy.timeout_action == TimeoutAction::Reject => {
+                tokio::select! {
+                    r = &mut rx => r.map_err(|_| dropped())?,
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        if state.time_out() {
+                            return Err(InferError::Timeout(format!(
+                                "request for model '{}' timed out after {} us waiting in the queue",
+                                spec.name,
+                                timeout.unwrap_or_default().as_micros()
+                            )));
+                        }
+                        rx.await.map_err(|_| dropped())?
+                    }
+                }
+            }
+            _ => rx.await.map_err(|_| dropped())?,
+        }
     }
 
-    /// Enqueues without waiting: a full queue is answered at once.
-    pub fn submit(&self, mut job: Job) -> InferResult<()> {
+    /// Puts the job in its level's queue without waiting: a full queue is answered at once.
+    fn enqueue(
+        &self,
+        request: Submission,
+        level: usize,
+        deadline: Option<Instant>,
+        state: Option<Arc<JobState>>,
+        tx: oneshot::Sender<job::Outcome>,
+    ) -> InferResult<()> {
         let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.closed {
             return Err(InferError::Unavailable(format!(
@@ -144,16 +163,24 @@ impl Scheduler {
                 self.shared.spec.name
             )));
         }
-        let limit = self.shared.policy.levels[job.level].max_queue_size;
-        if queue.level_len(job.level) >= limit {
+        let limit = self.shared.policy.levels[level].max_queue_size;
+        if queue.level_len(level) >= limit {
             return Err(InferError::ResourceExhausted(format!(
                 "inference request for model '{}' rejected: the queue is full ({limit} requests waiting at priority {})",
                 self.shared.spec.name,
-                job.level + 1
+                level + 1
             )));
         }
-        job.seq = queue.next_seq();
-        queue.push(job);
+        let seq = queue.next_seq();
+        queue.push(Job {
+            inputs: request.inputs,
+            rows: request.rows,
+            enqueued: request.received,
+            level,
+            deadline,
+            state,
+            reply: Reply::new(tx, seq, self.shared.order.clone()),
+        });
         // A busy instance finds the job when it next looks; only a sleeping one needs the (syscall) wake-up.
         let wake = queue.idle > 0;
         drop(queue);
@@ -161,11 +188,6 @@ impl Scheduler {
             self.shared.changed.notify_one();
         }
         Ok(())
-    }
-
-    /// Requests waiting for an instance.
-    pub fn queue_depth(&self) -> usize {
-        self.load().queued
     }
 
     pub fn load(&self) -> Load {

@@ -1,51 +1,44 @@
 //! `preserve_ordering`: responses leave in the order their requests arrived, whichever instance finishes
-//! first. Off, a response leaves as soon as it is ready.
+//! first. Off, a response leaves as soon as it is ready. Only `job::Reply` calls in here, so every answer, and
+//! every request that will never be answered, passes through.
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::Reply;
-use crate::error::InferResult;
-use crate::tensor::Tensor;
+use tokio::sync::oneshot;
 
-type Outcome = Option<(Reply, InferResult<Vec<Tensor>>)>;
+use super::job::Outcome;
 
-pub struct Order {
+type Answer = (oneshot::Sender<Outcome>, Outcome);
+
+pub(super) struct Order {
     enabled: bool,
-    /// The next arrival to answer, and finished ones waiting for it.
-    pending: Mutex<(u64, BTreeMap<u64, Outcome>)>,
+    /// The next arrival to answer, and finished ones waiting for it (`None`: never answered here).
+    pending: Mutex<(u64, BTreeMap<u64, Option<Answer>>)>,
 }
 
 impl Order {
-    pub fn new(enabled: bool) -> Self {
+    pub(super) fn new(enabled: bool) -> Self {
         Self {
             enabled,
             pending: Mutex::new((0, BTreeMap::new())),
         }
     }
 
-    /// Answers request `seq` (now, or once every earlier arrival is answered).
-    pub fn finish(&self, seq: u64, reply: Reply, result: InferResult<Vec<Tensor>>) {
-        if self.enabled {
-            self.release(seq, Some((reply, result)));
-        } else {
-            let _ = reply.send(result);
+    /// Request `seq` is done: answered with `answer`, or (`None`) never to be answered here, so later ones
+    /// need not wait for it.
+    pub(super) fn finish(&self, seq: u64, answer: Option<Answer>) {
+        if !self.enabled {
+            if let Some((tx, outcome)) = answer {
+                let _ = tx.send(outcome);
+            }
+            return;
         }
-    }
-
-    /// Request `seq` will never be answered here (its caller is gone): later ones need not wait for it.
-    pub fn skip(&self, seq: u64) {
-        if self.enabled {
-            self.release(seq, None);
-        }
-    }
-
-    fn release(&self, seq: u64, outcome: Outcome) {
         let mut guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let (next, done) = &mut *guard;
-        done.insert(seq, outcome);
+        done.insert(seq, answer);
         while let Some(ready) = done.remove(next) {
-            if let Some((reply, result)) = ready {
-                let _ = reply.send(result);
+            if let Some((tx, outcome)) = ready {
+                let _ = tx.send(outcome);
             }
             *next += 1;
         }
@@ -54,28 +47,40 @@ impl Order {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::job::Reply;
     use super::*;
-    use tokio::sync::oneshot;
+
+    fn reply(order: &Arc<Order>, seq: u64) -> (Reply, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply::new(tx, seq, order.clone()), rx)
+    }
 
     #[test]
     fn a_later_response_waits_for_earlier_ones() {
-        let order = Order::new(true);
-        let (tx0, mut rx0) = oneshot::channel();
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        order.finish(2, tx2, Ok(vec![]));
-        order.finish(1, tx1, Ok(vec![]));
+        let order = Arc::new(Order::new(true));
+        let (r0, mut rx0) = reply(&order, 0);
+        let (r1, mut rx1) = reply(&order, 1);
+        let (r2, mut rx2) = reply(&order, 2);
+        r2.send(Ok(vec![]));
+        r1.send(Ok(vec![]));
         assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err(), "0 has not finished");
-        order.finish(0, tx0, Ok(vec![]));
+        r0.send(Ok(vec![]));
         assert!(rx0.try_recv().is_ok() && rx1.try_recv().is_ok() && rx2.try_recv().is_ok());
     }
 
     #[test]
-    fn a_skipped_request_does_not_hold_up_the_rest() {
-        let order = Order::new(true);
-        let (tx1, mut rx1) = oneshot::channel();
-        order.finish(1, tx1, Ok(vec![]));
-        order.skip(0);
+    fn a_reply_dropped_unanswered_does_not_hold_up_the_rest() {
+        let order = Arc::new(Order::new(true));
+        let (r0, mut rx0) = reply(&order, 0);
+        let (r1, mut rx1) = reply(&order, 1);
+        r1.send(Ok(vec![]));
+        drop(r0);
+        assert!(
+            rx0.try_recv().is_err(),
+            "the dropped one's caller learns it was dropped"
+        );
         assert!(rx1.try_recv().is_ok());
     }
 }

@@ -13,6 +13,13 @@ pub const DEFAULT_QUEUE_SIZE: usize = 4096;
 /// (Triton sets no bound; `priority_levels` is a uint64.)
 pub const MAX_PRIORITY_LEVELS: u64 = 1024;
 
+/// A batching configuration the scheduler cannot honour.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("dynamic_batching.priority_levels is {0}; at most {MAX_PRIORITY_LEVELS} are supported")]
+    PriorityLevels(u64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutAction {
     /// A request still waiting at its timeout fails.
@@ -79,7 +86,7 @@ pub struct BatchPolicy {
 }
 
 impl BatchPolicy {
-    pub fn from_config(cfg: &ModelConfig) -> Result<Self, String> {
+    pub fn from_config(cfg: &ModelConfig) -> Result<Self, PolicyError> {
         let max_batch_size = cfg.max_batch_size.max(0) as usize;
         let Some(SchedulingChoice::DynamicBatching(db)) = &cfg.scheduling_choice else {
             return Ok(Self {
@@ -93,10 +100,7 @@ impl BatchPolicy {
             });
         };
         if db.priority_levels > MAX_PRIORITY_LEVELS {
-            return Err(format!(
-                "dynamic_batching.priority_levels is {}; at most {MAX_PRIORITY_LEVELS} are supported",
-                db.priority_levels
-            ));
+            return Err(PolicyError::PriorityLevels(db.priority_levels));
         }
         let default_queue = db
             .default_queue_policy
@@ -190,7 +194,7 @@ mod tests {
         };
         assert_eq!(levels(MAX_PRIORITY_LEVELS).unwrap().levels.len(), 1024);
         for n in [MAX_PRIORITY_LEVELS + 1, u64::MAX] {
-            let err = levels(n).unwrap_err();
+            let err = levels(n).unwrap_err().to_string();
             assert!(err.contains(&format!("priority_levels is {n}; at most 1024")), "{err}");
         }
     }

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::batch::compatible;
+use super::job::Job;
 use super::policy::{BatchPolicy, TimeoutAction};
-use super::Job;
 
 pub enum Plan {
     /// Run these jobs as one batch.
@@ -163,7 +163,11 @@ impl Queue {
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use super::*;
+    use crate::scheduler::job::{Outcome, Reply};
+    use crate::scheduler::order::Order;
     use crate::scheduler::policy::QueuePolicy;
     use crate::tensor::{DataType, Tensor};
     use tokio::sync::oneshot;
@@ -181,13 +185,7 @@ mod tests {
     }
 
     /// A job of `rows` rows whose second dimension is `width`; keeps its receiver alive.
-    fn job(
-        q: &mut Queue,
-        rows: usize,
-        width: i64,
-        level: usize,
-        keep: &mut Vec<oneshot::Receiver<crate::error::InferResult<Vec<Tensor>>>>,
-    ) {
+    fn job(q: &mut Queue, rows: usize, width: i64, level: usize, keep: &mut Vec<oneshot::Receiver<Outcome>>) {
         let (reply, rx) = oneshot::channel();
         keep.push(rx);
         let t = Tensor {
@@ -201,17 +199,16 @@ mod tests {
             inputs: vec![Some(t)],
             rows,
             enqueued: Instant::now(),
-            reply,
             level,
             deadline: None,
             state: None,
-            seq,
+            reply: Reply::new(reply, seq, Arc::new(Order::new(false))),
         });
     }
 
     fn run(plan: Plan) -> (Vec<u64>, usize) {
         match plan {
-            Plan::Run(jobs) => (jobs.iter().map(|j| j.seq).collect(), jobs.iter().map(|j| j.rows).sum()),
+            Plan::Run(jobs) => (jobs.iter().map(Job::seq).collect(), jobs.iter().map(|j| j.rows).sum()),
             _ => panic!("expected a batch"),
         }
     }

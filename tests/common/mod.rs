@@ -167,6 +167,25 @@ pub fn f32_values(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// A REST infer body for `simple`: one row of `simple_inputs`, as JSON.
+pub fn simple_body() -> Value {
+    let (a, b) = simple_inputs(1);
+    serde_json::json!({"inputs": [
+        {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": a},
+        {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": b},
+    ]})
+}
+
+/// BYTES tensor data: each element length-prefixed (u32 little-endian), as raw contents and binary data carry it.
+pub fn length_prefixed(elements: &[&[u8]]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for e in elements {
+        raw.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        raw.extend_from_slice(e);
+    }
+    raw
+}
+
 /// Two INT32 inputs for `simple` of `rows` rows, with distinct values everywhere.
 pub fn simple_inputs(rows: usize) -> (Vec<i32>, Vec<i32>) {
     let n = 16 * rows as i32;
@@ -240,16 +259,51 @@ impl Scraped {
     }
 }
 
+/// A server over `repo` in explicit model-control mode, with the models in `load` loaded at start.
+pub fn explicit(repo: &Path, load: &[&str]) -> TestServer {
+    let mut a = vec!["--model-repository", path(repo), "--model-control-mode", "explicit"];
+    for m in load {
+        a.extend(["--load-model", m]);
+    }
+    spawn(args(&a)).expect("server starts")
+}
+
 /// A server over one repository that reports ready even while some of its models failed to load.
 pub fn serve_despite_failures(repo: &Path) -> TestServer {
     spawn(args(&["--model-repository", path(repo), "--strict-readiness", "false"])).expect("server starts")
 }
 
+/// A child process that is killed when the test is done with it, whether it passed or panicked.
+pub struct Child(pub std::process::Child);
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `inferd` binary running as its own process (JSON logs, HTTP only, on a free loopback port), for what
 /// only a process shows: its log lines, signals, its exit status.
 pub struct ServerProcess {
-    pub child: std::process::Child,
+    pub child: Child,
     pub http: String,
+    /// Its JSON log lines up to "inferd ready".
+    pub startup: Vec<Value>,
     /// The rest of its JSON log lines.
     pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 }
@@ -273,6 +327,7 @@ pub fn spawn_process(extra: &[&str]) -> ServerProcess {
         .spawn()
         .expect("inferd starts");
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut startup = Vec::new();
     let http = loop {
         let line = lines.next().expect("inferd logs until ready").expect("a log line");
         let v: Value = serde_json::from_str(&line).expect("every log line is JSON");
@@ -282,14 +337,29 @@ pub fn spawn_process(extra: &[&str]) -> ServerProcess {
         {
             break format!("http://{}", rest.split_whitespace().next().expect("an address"));
         }
+        startup.push(v);
     };
-    ServerProcess { child, http, lines }
+    ServerProcess {
+        child: Child(child),
+        http,
+        startup,
+        lines,
+    }
 }
 
 /// Copies the example model `source` (`models/<source>`: its version 1 and its config) into `repo` as `name`,
 /// with the config renamed and each `(from, to)` edit applied; returns the copy's folder.
 pub fn copy_example(repo: &Path, source: &str, name: &str, edits: &[(&str, &str)]) -> PathBuf {
-    let from = root().join("models").join(source);
+    copy_model_from(&root().join("models"), repo, source, name, edits)
+}
+
+/// As `copy_example`, for a model of the test repository (`tests/models/<source>`).
+pub fn copy_test_model(repo: &Path, source: &str, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    copy_model_from(&root().join("tests/models"), repo, source, name, edits)
+}
+
+fn copy_model_from(models: &Path, repo: &Path, source: &str, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+    let from = models.join(source);
     let to = repo.join(name);
     std::fs::create_dir_all(to.join("1")).expect("model folder");
     for f in std::fs::read_dir(from.join("1")).expect("version 1") {
@@ -306,4 +376,46 @@ pub fn copy_example(repo: &Path, source: &str, name: &str, edits: &[(&str, &str)
     }
     std::fs::write(to.join("config.pbtxt"), cfg).expect("config written");
     to
+}
+
+/// One HTTP/1.1 request written byte for byte (a client library would normalise paths such as `/..` away):
+/// the status and the body as JSON (or as a string when it is not JSON).
+pub async fn raw_http(base: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").expect("an http:// address");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("request written");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("response read");
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+    )
+}
+
+/// An address of this machine other than loopback (the one its default route leaves from), so that a test can
+/// be a client the server does not see as local. Fails (rather than skips) on a machine with no such address.
+pub fn non_loopback_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    // Connecting a UDP socket sends nothing; it only picks the route, and with it the source address.
+    socket
+        .connect("1.1.1.1:9")
+        .expect("this machine has a route to a non-loopback network");
+    let ip = socket.local_addr().expect("a local address").ip();
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "no non-loopback address: {ip}"
+    );
+    ip
 }

@@ -301,6 +301,23 @@ def test_mlp_with_explicitly_requested_output(triton, mlp_reference):
     )
 
 
+def test_mlp_classification_gives_the_top_classes_of_each_row(triton):
+    """`class_count` (Triton's classification extension) answers each row's top classes as
+    "score:index" strings, highest first, the same over both protocols."""
+    x = np.random.default_rng(3).standard_normal((2, 64)).astype(np.float32)
+    scores = triton.client.infer("mlp", [mlp_input(triton.module, x)]).as_numpy("OUTPUT")
+    result = triton.client.infer(
+        "mlp",
+        [mlp_input(triton.module, x)],
+        outputs=[triton.module.InferRequestedOutput("OUTPUT", class_count=3)],
+    )
+    classes = result.as_numpy("OUTPUT")
+    assert classes.shape == (2, 3)
+    for row, top in zip(scores, classes):
+        expected = [f"{row[i]:.6f}:{i}" for i in np.argsort(-row, kind="stable")[:3]]
+        assert [c.decode() for c in top] == expected
+
+
 def test_mlp_autoconf_matches_numpy_reference(triton, mlp_reference):
     """The auto-configured copy of the MLP computes the same function."""
     x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)

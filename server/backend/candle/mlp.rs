@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::tensor::DataType;
 
 pub const CONFIG_FILE: &str = "mlp.json";

@@ -13,8 +13,8 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::{Backend, BackendError, DeclaredIo, Instance, Placement};
-use crate::model::ModelSpec;
 use crate::proto::ModelConfig;
+use crate::spec::ModelSpec;
 
 pub use mlp::MlpConfig;
 

@@ -10,7 +10,7 @@ use candle_onnx::onnx::{tensor_proto::DataType as OnnxType, tensor_shape_proto::
 
 use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::tensor::DataType;
 
 fn read(model_file: &Path) -> Result<ModelProto, BackendError> {

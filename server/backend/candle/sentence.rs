@@ -14,7 +14,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use super::{execute_error, load_error, write_tensor};
 use crate::backend::{BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance};
-use crate::model::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::tensor::{bytes_elements, DataType};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,129 @@
+//! Paths a config or a load request names, checked before anything is read or written through them. Each must
+//! stay inside the model's own folder (the repository's, or a load's staging folder): a config's file names
+//! (`default_model_filename`, an output's `label_filename`) are one plain path component, and a load's
+//! `file:<version>/<path>` overrides are a version folder and plain components under it. The check is made on
+//! the text alone, so the answer is the same whether or not something exists where a bad path points.
+use std::path::{Component, Path, PathBuf};
+
+/// A path from a config or a request that would leave the model's folder, or cannot name a file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("{field} '{value}' must be a file name inside the model's folder (no '/', '\\', '.' or '..', NUL or control characters, at most 255 bytes)")]
+    FileName { field: &'static str, value: String },
+    #[error("file override 'file:{0}' must be '<version>/<file name>', inside the model's folder")]
+    Override(String),
+}
+
+/// One plain path component: what a file or folder in a model's folder may be called.
+fn plain(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 255
+        && part != "."
+        && part != ".."
+        && !part.contains(['/', '\\'])
+        && !part.chars().any(char::is_control)
+}
+
+/// A file name a config gives (`field` says which), refused if it is not one plain component.
+pub fn file_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, PathError> {
+    if plain(name) {
+        Ok(name)
+    } else {
+        Err(PathError::FileName {
+            field,
+            value: shown(name),
+        })
+    }
+}
+
+/// `dir/name` for a file name a config gives, as `file_name` checks it.
+pub fn file_in(dir: &Path, field: &'static str, name: &str) -> Result<PathBuf, PathError> {
+    file_name(field, name).map(|n| dir.join(n))
+}
+
+/// Where a `file:<version>/<path>` override goes, relative to the model's folder: a numbered version folder,
+/// then one or more plain components.
+pub fn override_file(rel: &str) -> Result<PathBuf, PathError> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let ok = parts.len() >= 2 && parts[0].bytes().all(|b| b.is_ascii_digit()) && parts.iter().all(|p| plain(p));
+    // Belt and braces: what the path means to the OS must agree with what the text says.
+    let path = PathBuf::from(rel);
+    if ok && path.components().all(|c| matches!(c, Component::Normal(_))) {
+        Ok(path)
+    } else {
+        Err(PathError::Override(shown(rel)))
+    }
+}
+
+/// A path as an answer may show it: escaped, and cut short when long.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(128).flat_map(char::escape_debug).collect();
+    if s.chars().nth(128).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_name_is_one_plain_component() {
+        let dir = Path::new("/repo/m");
+        assert_eq!(
+            file_in(dir, "label_filename", "labels.txt").unwrap(),
+            dir.join("labels.txt")
+        );
+        assert_eq!(
+            file_in(dir, "x", "model.savedmodel").unwrap(),
+            dir.join("model.savedmodel")
+        );
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../labels.txt",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            let err = file_in(dir, "default_model_filename", bad).unwrap_err().to_string();
+            assert!(err.starts_with("default_model_filename '"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_override_file_is_a_version_folder_then_plain_components() {
+        assert_eq!(override_file("1/model.onnx").unwrap(), PathBuf::from("1/model.onnx"));
+        assert_eq!(
+            override_file("12/sub/vocab.txt").unwrap(),
+            PathBuf::from("12/sub/vocab.txt")
+        );
+        for bad in [
+            "1",
+            "model.onnx",
+            "x/model.onnx",
+            "1/../x",
+            "../1/x",
+            "/1/x",
+            "1//x",
+            "1/./x",
+            "1/a\0b",
+            "-1/x",
+        ] {
+            assert!(override_file(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_refusal_does_not_depend_on_what_exists() {
+        let dir = Path::new("/");
+        let a = file_in(dir, "f", "../etc/passwd").unwrap_err().to_string();
+        let b = file_in(dir, "f", "../etc/no-such-file").unwrap_err().to_string();
+        assert_eq!(a.replace("passwd", "X"), b.replace("no-such-file", "X"));
+    }
+}

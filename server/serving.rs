@@ -1,0 +1,345 @@
+//! Serving requests: the transport-free API both front-ends call for inference, health, metadata, config and
+//! statistics. An inference is admitted, checked for size, routed through the routing table (a shadow copy
+//! sent on where the traffic policy says), validated against the version it landed on, handed to that
+//! version's scheduler, and its outputs picked (and classified) as asked.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::classification;
+use crate::error::{InferError, InferResult};
+use crate::model_name::ModelRef;
+use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
+use crate::request::{InferRequest, InferResponse, RequestedOutput};
+use crate::request_log;
+use crate::routing::Routes;
+use crate::scheduler::Submission;
+use crate::spec::{ModelSpec, TensorSpec};
+use crate::stats::{Arm, FailReason};
+use crate::tensor::Tensor;
+use crate::validate::validate;
+use crate::version::LoadedVersion;
+
+/// The protocol extensions this server implements, as `GET /v2` lists them.
+pub const EXTENSIONS: &[&str] = &[
+    "classification",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+];
+
+/// What serving is built from.
+#[derive(Clone, Debug)]
+pub struct ServingConfig {
+    /// The server's name in its metadata (`--id`).
+    pub server_id: String,
+    /// Ready only when every model is (Triton's default).
+    pub strict_readiness: bool,
+    /// Requests in flight across all models before new ones are refused (0: no cap).
+    pub max_inflight: usize,
+    /// Most tensor elements one request may carry.
+    pub max_tensor_elements: u64,
+}
+
+pub struct Serving {
+    config: ServingConfig,
+    routes: Arc<Routes>,
+    /// False once shutdown begins, so load balancers stop sending.
+    accepting: AtomicBool,
+    /// Requests admitted and not yet answered, across all models.
+    inflight: AtomicUsize,
+}
+
+/// Holds one place among the requests in flight.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Serving {
+    pub fn new(routes: Arc<Routes>, config: ServingConfig) -> Self {
+        Self {
+            config,
+            routes,
+            accepting: AtomicBool::new(true),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
+    pub fn is_live(&self) -> bool {
+        true
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.accepting.load(Ordering::Relaxed) && (!self.config.strict_readiness || self.routes.load().all_ready())
+    }
+
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Relaxed);
+    }
+
+    /// Requests admitted and not yet answered, across all models.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn model_ready(&self, model: &ModelRef) -> InferResult<bool> {
+        match self.routes.load().resolve(&model.name, model.version()) {
+            Ok(_) => Ok(true),
+            Err(InferError::Unavailable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn infer(&self, mut req: InferRequest) -> InferResult<InferResponse> {
+        let result = self.serve(&mut req).await;
+        match &result {
+            Ok(r) => request_log::served(&req, &r.model_version),
+            Err(e) => request_log::failed(&req, e),
+        }
+        result
+    }
+
+    /// Routes, queues and answers one request; its inputs are taken, the rest is left for the log line.
+    async fn serve(&self, req: &mut InferRequest) -> InferResult<InferResponse> {
+        let received = Instant::now();
+        check_tensor_elements(&req.inputs, self.config.max_tensor_elements)?;
+        let table = self.routes.load();
+        let version = table
+            .route(&req.model.name, req.model.version(), req.routing_key())?
+            .clone();
+        if let Some(shadow) = table.shadow(&req.model.name, version.version) {
+            // Tensors share their bytes, so the copy costs no payload copy.
+            let mut copy = InferRequest {
+                model: ModelRef {
+                    name: req.model.name.clone(),
+                    version: None,
+                },
+                routing_key: None,
+                ..req.clone()
+            };
+            // The copy runs on its own task: the caller neither waits for it nor sees its answer.
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let _inflight = shadow.stats.start_request(Arm::Shadow);
+                match run(&shadow, &mut copy, started).await {
+                    Ok(_) => shadow.stats.record_success(copy.protocol, started.elapsed()),
+                    Err(e) => shadow.stats.record_failure(FailReason::of(&e), started.elapsed()),
+                }
+            });
+        }
+        drop(table);
+        let arm = if req.model.version.is_some() {
+            Arm::Pinned
+        } else {
+            Arm::Split
+        };
+        let inflight = version.stats.start_request(arm);
+        let result = match self.admit() {
+            Ok(_admitted) => run(&version, req, received).await,
+            Err(e) => Err(e),
+        };
+        drop(inflight);
+        match &result {
+            Ok(_) => version.stats.record_success(req.protocol, received.elapsed()),
+            Err(e) => version.stats.record_failure(FailReason::of(e), received.elapsed()),
+        }
+        result
+    }
+
+    fn admit(&self) -> InferResult<Admitted<'_>> {
+        if !self.accepting.load(Ordering::Relaxed) {
+            return Err(InferError::Unavailable(
+                "the server is shutting down: send the request to another replica".into(),
+            ));
+        }
+        let before = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(&self.inflight);
+        let max = self.config.max_inflight;
+        if max > 0 && before >= max {
+            return Err(InferError::ResourceExhausted(format!(
+                "inference request rejected: the server has {max} requests in flight (--max-inflight-requests)"
+            )));
+        }
+        Ok(admitted)
+    }
+
+    pub fn server_metadata(&self) -> proto::ServerMetadataResponse {
+        proto::ServerMetadataResponse {
+            name: self.config.server_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            gpus: crate::gpu::gpus()
+                .into_iter()
+                .map(|g| proto::GpuDevice {
+                    index: g.index,
+                    uuid: g.uuid,
+                    name: g.name,
+                    memory_total_bytes: g.memory_total_bytes,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn model_metadata(&self, model: &ModelRef) -> InferResult<proto::ModelMetadataResponse> {
+        let table = self.routes.load();
+        let lv = table.resolve(&model.name, model.version())?;
+        let entry = table.entry(&model.name)?;
+        let tensors = |list: &[TensorSpec]| -> Vec<TensorMetadata> {
+            list.iter()
+                .map(|t| TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.name().to_string(),
+                    shape: lv.spec.metadata_shape(t),
+                })
+                .collect()
+        };
+        Ok(proto::ModelMetadataResponse {
+            name: lv.spec.name.clone(),
+            versions: entry.versions.keys().map(i64::to_string).collect(),
+            platform: lv.config.platform.clone(),
+            inputs: tensors(&lv.spec.inputs),
+            outputs: tensors(&lv.spec.outputs),
+        })
+    }
+
+    pub fn model_config(&self, model: &ModelRef) -> InferResult<ModelConfig> {
+        Ok((*self.routes.load().resolve(&model.name, model.version())?.config).clone())
+    }
+
+    /// Triton's statistics for one version, every version of one model, or every model (`None`).
+    pub fn model_statistics(&self, model: Option<&ModelRef>) -> InferResult<proto::ModelStatisticsResponse> {
+        let table = self.routes.load();
+        let mut versions: Vec<&Arc<LoadedVersion>> = Vec::new();
+        match model {
+            None => {
+                let mut names: Vec<&String> = table.models.keys().collect();
+                names.sort();
+                for n in names {
+                    versions.extend(table.models[n].versions.values());
+                }
+            }
+            Some(m) if m.version.is_some() => versions.push(table.resolve(&m.name, m.version())?),
+            Some(m) => versions.extend(table.entry(&m.name)?.versions.values()),
+        }
+        let model_stats = versions
+            .into_iter()
+            .map(|lv| proto::ModelStatistics {
+                name: lv.spec.name.clone(),
+                version: lv.version.to_string(),
+                last_inference: lv.stats.last_inference_ms(),
+                inference_count: lv.stats.inference_count.load(Ordering::Relaxed),
+                execution_count: lv.stats.execution_count.load(Ordering::Relaxed),
+                inference_stats: Some(lv.stats.infer_statistics()),
+                batch_stats: lv.stats.batch_statistics(),
+                ..Default::default()
+            })
+            .collect();
+        Ok(proto::ModelStatisticsResponse { model_stats })
+    }
+}
+
+/// Refuses tensors whose shapes add up to more than `max` elements (`--max-tensor-elements`), before anything
+/// is allocated by them.
+pub fn check_tensor_elements(inputs: &[Tensor], max: u64) -> InferResult<()> {
+    let mut total: u64 = 0;
+    for t in inputs {
+        let elements = t.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64));
+        total = total.saturating_add(elements);
+        if total > max {
+            return Err(InferError::TooLarge(format!(
+                "request has more than {max} tensor elements (input '{}' brings it to {total}; --max-tensor-elements)",
+                t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An output a request asked for: where it stands among the model's outputs, and whether to classify it.
+struct Selected {
+    index: usize,
+    classes: Option<usize>,
+}
+
+/// The requested outputs, each found among the model's once; classification only where the type ranks.
+fn select_outputs(spec: &ModelSpec, requested: &[RequestedOutput]) -> InferResult<Vec<Selected>> {
+    let mut selected: Vec<Selected> = Vec::with_capacity(requested.len());
+    for out in requested {
+        let index = spec.outputs.iter().position(|o| o.name == out.name).ok_or_else(|| {
+            InferError::invalid(format!(
+                "unexpected inference output '{}' for model '{}'",
+                out.name, spec.name
+            ))
+        })?;
+        if selected.iter().any(|s| s.index == index) {
+            return Err(InferError::invalid(format!(
+                "output '{}' is requested more than once for model '{}'",
+                out.name, spec.name
+            )));
+        }
+        if out.classification.is_some() {
+            classification::check_type(spec.outputs[index].datatype)?;
+        }
+        selected.push(Selected {
+            index,
+            classes: out.classification,
+        });
+    }
+    Ok(selected)
+}
+
+/// Validates a request against one version, has its scheduler run it, and answers with the outputs asked for.
+async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant) -> InferResult<InferResponse> {
+    let spec = &version.spec;
+    let selected = select_outputs(spec, &req.outputs)?;
+    let submission = {
+        let priority = req.unsigned_parameter("priority")?;
+        let timeout_us = req.unsigned_parameter("timeout")?;
+        let validated = validate(spec, std::mem::take(&mut req.inputs))?;
+        Submission {
+            inputs: validated.inputs,
+            rows: validated.batch,
+            received,
+            priority,
+            timeout_us,
+        }
+    };
+    let all = version.scheduler.submit(submission).await?;
+    let outputs = if selected.is_empty() {
+        all
+    } else {
+        let mut all: Vec<Option<Tensor>> = all.into_iter().map(Some).collect();
+        selected
+            .iter()
+            .map(|s| {
+                let tensor = all
+                    .get_mut(s.index)
+                    .and_then(Option::take)
+                    .ok_or_else(|| InferError::Internal(format!("model '{}' gave no output {}", spec.name, s.index)))?;
+                match s.classes {
+                    None => Ok(tensor),
+                    Some(k) => {
+                        let labels = version.labels.get(s.index).map_or(&[][..], Vec::as_slice);
+                        classification::top_k(&tensor, k, spec.batches(), labels)
+                    }
+                }
+            })
+            .collect::<InferResult<Vec<_>>>()?
+    };
+    Ok(InferResponse {
+        id: req.id.clone(),
+        model_name: spec.name.clone(),
+        model_version: version.version.to_string(),
+        outputs,
+    })
+}

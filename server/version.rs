@@ -1,0 +1,19 @@
+//! One version of a model, loaded and serving: what it declares, its queue and instances, its statistics, and
+//! the class labels its outputs name.
+use std::sync::Arc;
+
+use crate::proto::ModelConfig;
+use crate::scheduler::Scheduler;
+use crate::spec::ModelSpec;
+use crate::stats::Stats;
+
+pub struct LoadedVersion {
+    pub version: i64,
+    pub spec: Arc<ModelSpec>,
+    pub config: Arc<ModelConfig>,
+    pub scheduler: Scheduler,
+    pub stats: Arc<Stats>,
+    /// Per output (in `spec.outputs` order): the labels of its classes, one per line of the output's
+    /// `label_filename`; empty without one.
+    pub labels: Vec<Vec<String>>,
+}
