@@ -2,9 +2,14 @@
 //! (in the repositories, or in the files a load request carries), load its versions, install them in the
 //! routing table (a failed reload leaves the serving versions in place, with the reason beside them), and
 //! retire the versions that left the table: they are unloading until the last request holding them ends.
-use std::collections::{BTreeMap, BTreeSet};
+//!
+//! Changes to one model (load, unload, a traffic policy set through admin) happen one at a time, in the order
+//! they were asked for; different models load side by side.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::OwnedMutexGuard;
 
 use crate::backend::Backend;
 use crate::error::{InferError, InferResult};
@@ -46,7 +51,7 @@ pub enum StartError {
 }
 
 /// A model's lifecycle state, as `inferd_model_state` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum State {
     Loading,
     Ready,
@@ -79,6 +84,13 @@ pub struct Lifecycle {
     retired: Mutex<Vec<Retired>>,
     /// Failed loads per model since start (`inferd_model_load_failures_total`).
     load_failures: Mutex<BTreeMap<String, u64>>,
+    /// One lock per model with a change under way or waiting (dropped when none is).
+    changes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to change one model, held for the whole change.
+pub struct ModelChange {
+    _held: OwnedMutexGuard<()>,
 }
 
 /// Marks a model as loading until dropped.
@@ -103,6 +115,21 @@ impl Lifecycle {
             loading: Default::default(),
             retired: Default::default(),
             load_failures: Default::default(),
+            changes: Default::default(),
+        }
+    }
+
+    /// Waits until no other change to `model` is under way, and holds off the next one until the returned
+    /// guard drops.
+    pub async fn change(&self, model: &ModelName) -> ModelChange {
+        let lock = {
+            let mut changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for (only this map refers to them) are done with.
+            changes.retain(|_, l| Arc::strong_count(l) > 1);
+            changes.entry(model.to_string()).or_default().clone()
+        };
+        ModelChange {
+            _held: lock.lock_owned().await,
         }
     }
 
@@ -155,7 +182,7 @@ impl Lifecycle {
     }
 
     /// Loads (or reloads) one model, from the repository or from what a load request carries, and installs
-    /// it. A failed reload leaves the serving versions serving.
+    /// it, after any change to the model asked for before. A failed reload leaves the serving versions serving.
     pub async fn load(self: &Arc<Self>, name: &ModelName, request: LoadRequest) -> Result<(), LoadFailure> {
         let failure = |error| LoadFailure {
             model: name.clone(),
@@ -170,6 +197,7 @@ impl Lifecycle {
         if !request.files.is_empty() && config.is_none() {
             return Err(failure(LoadError::OverrideWithoutConfig));
         }
+        let _change = self.change(name).await;
         let (this, model) = (self.clone(), name.clone());
         // Finding, staging and loading read and write files: off the async workers.
         tokio::task::spawn_blocking(move || {
@@ -227,7 +255,7 @@ impl Lifecycle {
             ModelState::Unavailable(reason) => Some(reason.clone()),
             ModelState::Ready => None,
         };
-        let (_, before) = self
+        let update = self
             .routes
             .update(|table| match (&failure, table.models.get_mut(name.as_str())) {
                 (Some(reason), Some(serving)) if matches!(serving.state, ModelState::Ready) => {
@@ -237,7 +265,7 @@ impl Lifecycle {
                     table.models.insert(name.to_string(), entry);
                 }
             });
-        self.retire(&before);
+        self.retire(&update.before, &update.after);
         match failure {
             None => Ok(()),
             Some(reason) => {
@@ -249,24 +277,26 @@ impl Lifecycle {
         }
     }
 
-    /// Stops routing to a model; requests already routed to it finish first.
-    pub fn unload(&self, name: &ModelName) -> InferResult<()> {
-        let (removed, before) = self.routes.update(|table| table.models.remove(name.as_str()).is_some());
-        if !removed {
+    /// Stops routing to a model, after any change to it asked for before; requests already routed to it
+    /// finish first.
+    pub async fn unload(&self, name: &ModelName) -> InferResult<()> {
+        let _change = self.change(name).await;
+        let update = self.routes.update(|table| table.models.remove(name.as_str()).is_some());
+        if !update.result {
             return Err(InferError::NotFound(format!(
                 "Request for unknown model: '{name}' is not loaded"
             )));
         }
-        self.retire(&before);
+        self.retire(&update.before, &update.after);
         tracing::info!(model = %name, "unloaded model '{name}'");
         Ok(())
     }
 
-    /// Records the versions of `before` that the current table no longer holds.
-    fn retire(&self, before: &RoutingTable) {
-        let now = self.routes.load();
+    /// Records the versions of `before` that `after`, the table that replaced it, no longer holds.
+    fn retire(&self, before: &RoutingTable, after: &RoutingTable) {
         let kept = |model: &str, lv: &Arc<LoadedVersion>| {
-            now.models
+            after
+                .models
                 .get(model)
                 .is_some_and(|e| e.versions.values().any(|v| Arc::ptr_eq(v, lv)))
         };
@@ -282,16 +312,17 @@ impl Lifecycle {
         }
     }
 
-    /// Every model's versions with their lifecycle state; a model-wide state (loading, or a failed load)
-    /// has an empty version. Versions that left the table count as unloading while requests still hold them.
-    pub fn states(&self) -> Vec<(String, String, State)> {
-        let mut out = Vec::new();
+    /// Every model's versions with their lifecycle state, each (model, version, state) once; a model-wide
+    /// state (loading, or a failed load) has an empty version. Versions that left the table count as unloading
+    /// while requests still hold them.
+    pub fn states(&self) -> BTreeSet<(String, String, State)> {
+        let mut out = BTreeSet::new();
         for (name, entry) in &self.routes.load().models {
             if matches!(entry.state, ModelState::Unavailable(_)) || entry.last_error.is_some() {
-                out.push((name.clone(), String::new(), State::Failed));
+                out.insert((name.clone(), String::new(), State::Failed));
             }
             for lv in entry.versions.values() {
-                out.push((name.clone(), lv.version.to_string(), State::Ready));
+                out.insert((name.clone(), lv.version.to_string(), State::Ready));
             }
         }
         if let Ok(loading) = self.loading.lock() {
@@ -301,7 +332,7 @@ impl Lifecycle {
             retired.retain(|r| r.version.strong_count() > 0);
             for r in retired.iter() {
                 if let Some(lv) = r.version.upgrade() {
-                    out.push((r.model.clone(), lv.version.to_string(), State::Unloading));
+                    out.insert((r.model.clone(), lv.version.to_string(), State::Unloading));
                 }
             }
         }

@@ -42,30 +42,41 @@ impl From<NameError> for InferError {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModelName(String);
 
+/// The rule `part` breaks as one plain path component (a model's folder, or a file in it), if any.
+pub fn component_rule(part: &str) -> Option<NameRule> {
+    if part.is_empty() {
+        Some(NameRule::Empty)
+    } else if part.len() > MAX_MODEL_NAME_BYTES {
+        Some(NameRule::TooLong(part.len()))
+    } else if part == "." || part == ".." {
+        Some(NameRule::Dots)
+    } else if part.contains(['/', '\\']) {
+        Some(NameRule::Separator)
+    } else if part.chars().any(char::is_control) {
+        Some(NameRule::Control)
+    } else {
+        None
+    }
+}
+
+/// Untrusted text as an answer or a log line may show it: escaped (no control characters get through) and,
+/// past `max_chars`, cut short.
+pub fn shown(text: &str, max_chars: usize) -> String {
+    let mut out: String = text.chars().take(max_chars).flat_map(char::escape_debug).collect();
+    if text.chars().nth(max_chars).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 impl ModelName {
     pub fn parse(name: &str) -> Result<Self, NameError> {
-        let rule = if name.is_empty() {
-            Some(NameRule::Empty)
-        } else if name.len() > MAX_MODEL_NAME_BYTES {
-            Some(NameRule::TooLong(name.len()))
-        } else if name == "." || name == ".." {
-            Some(NameRule::Dots)
-        } else if name.contains(['/', '\\']) {
-            Some(NameRule::Separator)
-        } else if name.chars().any(char::is_control) {
-            Some(NameRule::Control)
-        } else {
-            None
-        };
-        match rule {
+        match component_rule(name) {
             None => Ok(Self(name.to_string())),
-            Some(rule) => {
-                let mut shown: String = name.chars().take(64).flat_map(char::escape_debug).collect();
-                if name.chars().nth(64).is_some() {
-                    shown.push('…');
-                }
-                Err(NameError { shown, rule })
-            }
+            Some(rule) => Err(NameError {
+                shown: shown(name, 64),
+                rule,
+            }),
         }
     }
 

@@ -57,13 +57,6 @@ pub struct RequestedOutput {
 }
 
 impl RequestedOutput {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            classification: None,
-        }
-    }
-
     /// An output with the protocol parameters the request gave it (`classification`: a class count, where 0
     /// asks for none; other parameters are the front-end's, such as `binary_data`).
     pub fn with_parameters(name: String, parameters: &[(String, ParamValue)]) -> InferResult<Self> {

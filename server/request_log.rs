@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::InferError;
+use crate::model_name::shown;
 use crate::request::{InferRequest, Protocol};
 use crate::stats::FailReason;
 
@@ -32,8 +33,7 @@ pub fn failed(req: &InferRequest, err: &InferError) {
 /// escaped and cut short, so a hostile one cannot forge or flood log lines.
 pub fn undecodable(protocol: Protocol, model: &str, id: Option<&str>, err: &InferError) {
     let id = id.filter(|i| !i.is_empty()).map_or_else(generated_id, str::to_string);
-    let model: String = model.chars().take(256).flat_map(char::escape_debug).collect();
-    line(protocol, &id, &model, "", err);
+    line(protocol, &id, &shown(model, 256), "", err);
 }
 
 pub fn served(req: &InferRequest, version: &str) {

@@ -131,6 +131,13 @@ fn unavailable(entry: &ModelEntry) -> InferError {
     }
 }
 
+/// What one change to the table did.
+pub struct Update<R> {
+    pub result: R,
+    pub before: Arc<RoutingTable>,
+    pub after: Arc<RoutingTable>,
+}
+
 /// The table as the server shares it: read by every request, changed by the model lifecycle, the admin API and
 /// the rollback guard.
 #[derive(Default)]
@@ -146,13 +153,15 @@ impl Routes {
     }
 
     /// Applies `change` to a copy of the current table and swaps the copy in, one change at a time. Returns
-    /// what `change` returned and the table it replaced. Requests already routed keep the versions they hold
-    /// until they finish.
-    pub fn update<R>(&self, change: impl FnOnce(&mut RoutingTable) -> R) -> (R, Arc<RoutingTable>) {
+    /// what `change` returned, the table it replaced and the one it put in place. Requests already routed
+    /// keep the versions they hold until they finish.
+    pub fn update<R>(&self, change: impl FnOnce(&mut RoutingTable) -> R) -> Update<R> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = (**self.table.load()).clone();
         let result = change(&mut next);
-        (result, self.table.swap(Arc::new(next)))
+        let after = Arc::new(next);
+        let before = self.table.swap(after.clone());
+        Update { result, before, after }
     }
 
     /// Replaces one model's traffic policy with what `change` makes of the current entry, in one locked step;
@@ -162,7 +171,7 @@ impl Routes {
         model: &str,
         change: impl FnOnce(&ModelEntry) -> InferResult<Option<TrafficPolicy>>,
     ) -> InferResult<bool> {
-        let (changed, _) = self.update(|table| {
+        self.update(|table| {
             let entry = table.models.get_mut(model).ok_or_else(|| unknown_model(model))?;
             Ok(match change(entry)? {
                 Some(policy) => {
@@ -171,7 +180,7 @@ impl Routes {
                 }
                 None => false,
             })
-        });
-        changed
+        })
+        .result
     }
 }

@@ -117,15 +117,18 @@ pub async fn watch(
             }
         }
         let repos = repositories.clone();
-        let scan = tokio::task::spawn_blocking(move || repository::scan(&repos).unwrap_or_default())
-            .await
-            .unwrap_or_default();
-        for skipped in &scan.passed_over {
+        // Scanning and fingerprinting read the filesystem: off the async workers.
+        let (skipped, now) = tokio::task::spawn_blocking(move || {
+            let scan = repository::scan(&repos).unwrap_or_default();
+            (scan.passed_over.clone(), fingerprints(scan))
+        })
+        .await
+        .unwrap_or_default();
+        for skipped in &skipped {
             if passed_over.insert(skipped.to_string()) {
                 tracing::warn!("model repository: passing over a folder no request could name: {skipped}");
             }
         }
-        let now = fingerprints(scan);
         for (name, fp) in &now {
             if known.get(name) != Some(fp) {
                 tracing::info!(model = %name, "model files changed: loading '{name}'");
@@ -136,7 +139,7 @@ pub async fn watch(
         }
         for name in known.keys().filter(|n| !now.contains_key(*n)) {
             tracing::info!(model = %name, "model removed from the repository: unloading '{name}'");
-            let _ = lifecycle.unload(name);
+            let _ = lifecycle.unload(name).await;
         }
         known = now;
     }

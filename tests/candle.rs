@@ -136,18 +136,9 @@ async fn a_broken_mlp_description_fails_the_load_with_its_reason() {
     );
 }
 
-/// MiniLM is placed by `make setup` (not committed). Where it is missing these checks say so and pass, except
-/// under `make test` (INFERD_REQUIRE_FIXTURES=1), which installs it: there a missing MiniLM fails them.
+/// MiniLM is placed by `make setup` (not committed); see `fixture_present`.
 fn minilm_present() -> bool {
-    let present = root().join("models/minilm/1/model.safetensors").is_file();
-    if !present {
-        assert!(
-            std::env::var_os("INFERD_REQUIRE_FIXTURES").is_none(),
-            "models/minilm/1/model.safetensors is missing, and make test installs it (scripts/setup_minilm.sh)"
-        );
-        eprintln!("skipped: models/minilm/1/model.safetensors is missing; run `make setup` to place MiniLM");
-    }
-    present
+    fixture_present("models/minilm/1/model.safetensors")
 }
 
 async fn embed(http: &str, texts: &[&str]) -> (u16, Value) {

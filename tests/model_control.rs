@@ -563,3 +563,35 @@ async fn a_load_may_carry_the_model_files_themselves() {
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("config"), "{v}");
 }
+
+#[tokio::test]
+async fn changes_to_one_model_apply_one_at_a_time_in_the_order_asked() {
+    if !fixture_present("models/minilm_onnx/1/model.onnx") {
+        return;
+    }
+    // `heavy`: MiniLM on ONNX Runtime, whose six instances take seconds to load.
+    let repo = tempfile::tempdir().unwrap();
+    copy_example(repo.path(), "minilm_onnx", "heavy", &[("count: 1", "count: 6")]);
+    let s = explicit(repo.path(), &[]);
+    let url = |action: &str| format!("{}/v2/repository/models/heavy/{action}", s.http);
+    let load = tokio::spawn({
+        let url = url("load");
+        async move { post_json(&url, &json!({})).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Asked while the load runs: the unload waits for it, then unloads what it loaded.
+    let (status, v) = post(url("unload"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(load.await.unwrap().0, 200);
+    assert_eq!(
+        get(&format!("{}/v2/models/heavy/ready", s.http)).await.0,
+        404,
+        "the load finished first, and did not bring the model back after the unload"
+    );
+    let m = scrape_parsed(&s.metrics).await;
+    assert!(
+        !m.has("inferd_model_state", &[("model", "heavy"), ("state", "loading")]),
+        "{}",
+        m.text
+    );
+}

@@ -182,6 +182,17 @@ async fn every_rest_route_that_names_a_model_refuses_a_bad_name_with_the_rule() 
             assert_refused(status, &v, rule, &format!("{method} {shown}"));
         }
     }
+    // A route whose model segment is empty matches no route; it is refused for the name all the same.
+    for (method, route) in [
+        ("POST", "/v2/models//infer"),
+        ("GET", "/v2/models//ready"),
+        ("GET", "/v2/models//versions/1"),
+        ("POST", "/v2/repository/models//load"),
+    ] {
+        let (status, v) = raw_http(&s.http, method, route, "").await;
+        assert_refused(status, &v, "must not be empty", route);
+    }
+    assert_eq!(raw_http(&s.http, "GET", "/v2/nothing/here", "").await.0, 404);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 pub use self::access::{AdminAccess, Caller};
 use crate::error::{InferError, InferResult};
 use crate::lifecycle::{Lifecycle, LoadRequest};
-use crate::model_name::ModelName;
+use crate::model_name::{shown, ModelName};
 use crate::proto::repository_index_response::ModelIndex;
 use crate::routing::{ModelEntry, ModelState};
 use crate::traffic::TrafficPolicy;
@@ -42,15 +42,15 @@ impl Admin {
         &self.config.access
     }
 
-    /// Lets `caller` go on with `action` on `model`, or refuses it (and logs the refusal). Comes before
-    /// anything else is read of the request.
-    pub fn authorize(&self, caller: &Caller<'_>, action: &str, model: &ModelName) -> InferResult<Authorized> {
+    /// Lets `caller` go on with an admin request (`what` it asks, for the log), or refuses it and logs the
+    /// refusal. The front-ends ask before they read anything else of the request.
+    pub fn authorize(&self, caller: &Caller<'_>, what: &str) -> InferResult<Authorized> {
         match self.config.access.check(caller) {
             Ok(()) => Ok(Authorized {
                 client: caller.to_string(),
             }),
             Err(e) => {
-                tracing::warn!(model = %model, client = %caller, action, "admin request refused: {e}");
+                tracing::warn!(client = %caller, request = %shown(what, 256), "admin request refused: {e}");
                 Err(e)
             }
         }
@@ -125,10 +125,10 @@ impl Admin {
     }
 
     /// Stops routing to a model; requests already routed to it finish first.
-    pub fn unload(&self, by: Authorized, name: &ModelName) -> InferResult<()> {
+    pub async fn unload(&self, by: Authorized, name: &ModelName) -> InferResult<()> {
         self.require_explicit()?;
         tracing::info!(model = %name, client = %by.client, "admin: unloading model '{name}'");
-        self.lifecycle.unload(name)
+        self.lifecycle.unload(name).await
     }
 
     /// The traffic policy a model serves under.
@@ -136,10 +136,11 @@ impl Admin {
         Ok((*self.lifecycle.routes().load().entry(name)?.traffic).clone())
     }
 
-    /// Replaces a model's labels, weighted split, shadow and guard at run time; takes effect for the next
-    /// request.
-    pub fn set_traffic(&self, by: Authorized, name: &ModelName, policy: TrafficPolicy) -> InferResult<()> {
+    /// Replaces a model's labels, weighted split, shadow and guard at run time, after any load or unload of
+    /// the model asked for before; takes effect for the next request.
+    pub async fn set_traffic(&self, by: Authorized, name: &ModelName, policy: TrafficPolicy) -> InferResult<()> {
         let log = format!("{policy:?}");
+        let _change = self.lifecycle.change(name).await;
         self.lifecycle.routes().update_traffic(name, |entry| {
             policy
                 .check(|v| entry.versions.contains_key(&v))

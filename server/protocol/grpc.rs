@@ -253,8 +253,11 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let by = self.admin.authorize(
+            &caller(&req),
+            &format!("RepositoryModelLoad {}", req.get_ref().model_name),
+        )?;
         let name = model_name(&req.get_ref().model_name)?;
-        let by = self.admin.authorize(&caller(&req), "load", &name)?;
         let request = load_request(req.into_inner()).map_err(|error| {
             InferError::from(LoadFailure {
                 model: name.clone(),
@@ -269,9 +272,12 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let by = self.admin.authorize(
+            &caller(&req),
+            &format!("RepositoryModelUnload {}", req.get_ref().model_name),
+        )?;
         let name = model_name(&req.get_ref().model_name)?;
-        let by = self.admin.authorize(&caller(&req), "unload", &name)?;
-        self.admin.unload(by, &name)?;
+        self.admin.unload(by, &name).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
 }

@@ -7,7 +7,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,10 +15,10 @@ use serde::Deserialize;
 
 use super::binary::{decode_request, encode_response, HEADER_LENGTH};
 use super::Api;
-use crate::admin::Caller;
+use crate::admin::{Authorized, Caller};
 use crate::error::{InferError, InferResult};
 use crate::lifecycle::LoadRequest;
-use crate::model_name::ModelRef;
+use crate::model_name::{ModelName, ModelRef};
 use crate::repository::config::to_json;
 use crate::repository::{LoadError, LoadFailure};
 use crate::request::{Protocol, REQUEST_ID, ROUTING_KEY};
@@ -45,33 +45,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Target {
     }
 }
 
-/// Who sent a request: its connection's peer and its `Authorization` header (for admin routes).
-struct Sender {
-    peer: Option<SocketAddr>,
-    authorization: Option<String>,
-}
-
-impl Sender {
-    fn caller(&self) -> Caller<'_> {
-        Caller {
-            peer: self.peer,
-            authorization: self.authorization.as_deref(),
-        }
+/// Who sent a request: its connection's peer and its `Authorization` header.
+fn caller(parts: &Parts) -> Caller<'_> {
+    Caller {
+        peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+        authorization: parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Sender {
-    type Rejection = std::convert::Infallible;
+/// An admin route's request: its caller authorized before anything else of the request is read (the model
+/// name included), then the model its path names, checked.
+struct AdminTarget {
+    by: Authorized,
+    model: ModelName,
+}
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Sender {
-            peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
-            authorization: parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-        })
+impl FromRequestParts<Api> for AdminTarget {
+    type Rejection = InferError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, InferError> {
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        let by = api.admin.authorize(&caller(parts), &what)?;
+        let Target(m) = Target::from_request_parts(parts, api).await?;
+        Ok(AdminTarget { by, model: m.name })
     }
 }
 
@@ -116,8 +112,16 @@ async fn ready(State(api): State<Api>) -> StatusCode {
     status_only(api.serving.is_ready())
 }
 
-async fn not_found() -> InferError {
-    InferError::NotFound("no such endpoint".into())
+/// No route matched. A route that names a model with the name left empty (`/v2/models//infer`) is refused for
+/// the name, as any other bad name is.
+async fn not_found(uri: Uri) -> InferError {
+    let empty_name = ["/v2/models//", "/v2/repository/models//"]
+        .iter()
+        .any(|prefix| uri.path().starts_with(prefix));
+    match ModelName::parse("") {
+        Err(e) if empty_name => e.into(),
+        _ => InferError::NotFound("no such endpoint".into()),
+    }
 }
 
 async fn server_metadata(State(api): State<Api>) -> Json<serde_json::Value> {
@@ -264,24 +268,17 @@ fn load_request(body: &Bytes) -> Result<LoadRequest, LoadError> {
     Ok(LoadRequest { config, files })
 }
 
-async fn repository_load(
-    State(api): State<Api>,
-    Target(m): Target,
-    sender: Sender,
-    body: Bytes,
-) -> InferResult<StatusCode> {
-    let by = api.admin.authorize(&sender.caller(), "load", &m.name)?;
+async fn repository_load(State(api): State<Api>, admin: AdminTarget, body: Bytes) -> InferResult<StatusCode> {
     let request = load_request(&body).map_err(|error| LoadFailure {
-        model: m.name.clone(),
+        model: admin.model.clone(),
         error,
     })?;
-    api.admin.load(by, &m.name, request).await?;
+    api.admin.load(admin.by, &admin.model, request).await?;
     Ok(StatusCode::OK)
 }
 
-async fn repository_unload(State(api): State<Api>, Target(m): Target, sender: Sender) -> InferResult<StatusCode> {
-    let by = api.admin.authorize(&sender.caller(), "unload", &m.name)?;
-    api.admin.unload(by, &m.name)?;
+async fn repository_unload(State(api): State<Api>, admin: AdminTarget) -> InferResult<StatusCode> {
+    api.admin.unload(admin.by, &admin.model).await?;
     Ok(StatusCode::OK)
 }
 
@@ -289,15 +286,9 @@ async fn get_traffic(State(api): State<Api>, Target(m): Target) -> InferResult<J
     Ok(Json(api.admin.traffic(&m.name)?))
 }
 
-async fn put_traffic(
-    State(api): State<Api>,
-    Target(m): Target,
-    sender: Sender,
-    body: Bytes,
-) -> InferResult<StatusCode> {
-    let by = api.admin.authorize(&sender.caller(), "traffic", &m.name)?;
+async fn put_traffic(State(api): State<Api>, admin: AdminTarget, body: Bytes) -> InferResult<StatusCode> {
     let policy: TrafficPolicy =
         serde_json::from_slice(&body).map_err(|e| InferError::invalid(format!("invalid traffic policy: {e}")))?;
-    api.admin.set_traffic(by, &m.name, policy)?;
+    api.admin.set_traffic(admin.by, &admin.model, policy).await?;
     Ok(StatusCode::OK)
 }

@@ -5,6 +5,13 @@
 //! the text alone, so the answer is the same whether or not something exists where a bad path points.
 use std::path::{Component, Path, PathBuf};
 
+use crate::model_name::{component_rule, shown};
+
+/// Most path components an override file may have under its version folder, and most bytes in all: well
+/// inside what a filesystem takes below the staging folder.
+const MAX_OVERRIDE_DEPTH: usize = 16;
+const MAX_OVERRIDE_BYTES: usize = 1024;
+
 /// A path from a config or a request that would leave the model's folder, or cannot name a file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -12,16 +19,13 @@ pub enum PathError {
     FileName { field: &'static str, value: String },
     #[error("file override 'file:{0}' must be '<version>/<file name>', inside the model's folder")]
     Override(String),
+    #[error("file overrides 'file:{0}' and 'file:{1}' cannot both be written: one would be a folder of the other, or they are the same file")]
+    OverrideClash(String, String),
 }
 
-/// One plain path component: what a file or folder in a model's folder may be called.
+/// One plain path component: what a file or folder in a model's folder may be called (a model name's rules).
 fn plain(part: &str) -> bool {
-    !part.is_empty()
-        && part.len() <= 255
-        && part != "."
-        && part != ".."
-        && !part.contains(['/', '\\'])
-        && !part.chars().any(char::is_control)
+    component_rule(part).is_none()
 }
 
 /// A file name a config gives (`field` says which), refused if it is not one plain component.
@@ -31,7 +35,7 @@ pub fn file_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str, Path
     } else {
         Err(PathError::FileName {
             field,
-            value: shown(name),
+            value: shown(name, 128),
         })
     }
 }
@@ -42,26 +46,35 @@ pub fn file_in(dir: &Path, field: &'static str, name: &str) -> Result<PathBuf, P
 }
 
 /// Where a `file:<version>/<path>` override goes, relative to the model's folder: a numbered version folder,
-/// then one or more plain components.
+/// then one or more plain components (at most `MAX_OVERRIDE_DEPTH`, `MAX_OVERRIDE_BYTES` in all).
 pub fn override_file(rel: &str) -> Result<PathBuf, PathError> {
     let parts: Vec<&str> = rel.split('/').collect();
-    let ok = parts.len() >= 2 && parts[0].bytes().all(|b| b.is_ascii_digit()) && parts.iter().all(|p| plain(p));
+    let ok = (2..=MAX_OVERRIDE_DEPTH + 1).contains(&parts.len())
+        && rel.len() <= MAX_OVERRIDE_BYTES
+        && parts[0].bytes().all(|b| b.is_ascii_digit())
+        && parts.iter().all(|p| plain(p));
     // Belt and braces: what the path means to the OS must agree with what the text says.
     let path = PathBuf::from(rel);
     if ok && path.components().all(|c| matches!(c, Component::Normal(_))) {
         Ok(path)
     } else {
-        Err(PathError::Override(shown(rel)))
+        Err(PathError::Override(shown(rel, 128)))
     }
 }
 
-/// A path as an answer may show it: escaped, and cut short when long.
-fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(128).flat_map(char::escape_debug).collect();
-    if s.chars().nth(128).is_some() {
-        out.push('…');
+/// Every override of a load request, checked one by one and together: no file may be written twice, or
+/// where another needs a folder.
+pub fn override_files<'a>(rels: impl IntoIterator<Item = &'a str>) -> Result<Vec<PathBuf>, PathError> {
+    let paths = rels.into_iter().map(override_file).collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in paths.iter().enumerate() {
+        if let Some(b) = paths[i + 1..].iter().find(|b| b.starts_with(a) || a.starts_with(b)) {
+            return Err(PathError::OverrideClash(
+                shown(&a.to_string_lossy(), 128),
+                shown(&b.to_string_lossy(), 128),
+            ));
+        }
     }
-    out
+    Ok(paths)
 }
 
 #[cfg(test)]
@@ -117,6 +130,19 @@ mod tests {
         ] {
             assert!(override_file(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn overrides_must_not_clash_or_nest_too_deep() {
+        assert!(override_files(["1/model.onnx", "1/vocab/a.txt", "2/model.onnx"]).is_ok());
+        for clash in [["1/a", "1/a/b"], ["1/a/b", "1/a"], ["1/a", "1/a"]] {
+            let err = override_files(clash).unwrap_err().to_string();
+            assert!(err.contains("cannot both be written"), "{err}");
+        }
+        let deep = format!("1/{}", vec!["d"; MAX_OVERRIDE_DEPTH + 1].join("/"));
+        assert!(override_file(&deep).is_err());
+        let long = format!("1/{}", vec!["x".repeat(200); 6].join("/"));
+        assert!(override_file(&long).is_err());
     }
 
     #[test]

@@ -404,18 +404,63 @@ pub async fn raw_http(base: &str, method: &str, path: &str, body: &str) -> (u16,
     )
 }
 
-/// An address of this machine other than loopback (the one its default route leaves from), so that a test can
-/// be a client the server does not see as local. Fails (rather than skips) on a machine with no such address.
+/// An address of this machine other than loopback, so that a test can be a client the server does not see as
+/// local: the one its default route leaves from, else any non-loopback address of its interfaces. Fails
+/// (rather than skips) on a machine with none.
 pub fn non_loopback_ip() -> std::net::IpAddr {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
     // Connecting a UDP socket sends nothing; it only picks the route, and with it the source address.
-    socket
-        .connect("1.1.1.1:9")
-        .expect("this machine has a route to a non-loopback network");
-    let ip = socket.local_addr().expect("a local address").ip();
-    assert!(
-        !ip.is_loopback() && !ip.is_unspecified(),
-        "no non-loopback address: {ip}"
-    );
-    ip
+    let routed = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("1.1.1.1:9").and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    routed
+        .or_else(interface_ipv4)
+        .expect("this machine has a non-loopback IPv4 address (a test client must come from one)")
+}
+
+/// A non-loopback IPv4 address of one of this machine's interfaces.
+fn interface_ipv4() -> Option<std::net::IpAddr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list this function frees below, and reads nothing else.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut at = list;
+    while !at.is_null() && found.is_none() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*at };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null ifa_addr points to a sockaddr whose family says its real type.
+            let family = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(family) == libc::AF_INET {
+                // SAFETY: AF_INET means the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    found = Some(std::net::IpAddr::V4(ip));
+                }
+            }
+        }
+        at = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+/// Whether a fixture that `make setup` installs (MiniLM's weights, say) is here. Where it is missing the
+/// test that needs it says so and passes, except under `make test` (INFERD_REQUIRE_FIXTURES=1), which
+/// installs it: there a missing fixture fails the test.
+pub fn fixture_present(relative: &str) -> bool {
+    let present = root().join(relative).exists();
+    if !present {
+        assert!(
+            std::env::var_os("INFERD_REQUIRE_FIXTURES").is_none(),
+            "{relative} is missing, and make test installs it (make setup)"
+        );
+        eprintln!("skipped: {relative} is missing; run `make setup` to place it");
+    }
+    present
 }

@@ -46,13 +46,13 @@ def _https_ready(cert=None):
     return ready
 
 
-def _tls_args(*extra):
+def _tls_args(*extra, token=True):
     return (
         "--tls-cert", str(CERTS / "server.pem"),
         "--tls-key", str(CERTS / "server.key"),
         "--model-control-mode", "explicit",
         "--load-model", "simple",
-        "--admin-token", TOKEN,
+        *(("--admin-token", TOKEN) if token else ()),
         *extra,
     )
 
@@ -60,6 +60,11 @@ def _tls_args(*extra):
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     yield from _serve(tmp_path_factory, "inferd-tls", _tls_args(), _https_ready())
+
+
+@pytest.fixture(scope="module")
+def tls_tokenless_server(tmp_path_factory):
+    yield from _serve(tmp_path_factory, "inferd-tls-tokenless", _tls_args(token=False), _https_ready())
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +180,23 @@ def test_admin_requests_over_tls_need_the_bearer_token(tls_server, protocol):
         assert not client.is_model_ready("mlp")
         # Inference itself needs no token.
         _add_sub(mod, client)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_without_a_token_admin_requests_over_tls_are_accepted_from_loopback(tls_tokenless_server, protocol):
+    """The client's address is read from TLS connections too: from this host, admin requests need no token."""
+    client = (
+        _http_client(tls_tokenless_server)
+        if protocol == "http"
+        else _grpc_client(tls_tokenless_server)
+    )
+    try:
+        client.load_model("mlp")
+        assert client.is_model_ready("mlp")
+        client.unload_model("mlp")
+        assert not client.is_model_ready("mlp")
     finally:
         client.close()
 
