@@ -208,15 +208,9 @@ async fn every_datatype_round_trips_as_binary() {
         )
         .await;
         assert_eq!(resp.status().as_u16(), 200, "{}", c.datatype);
-        let n: usize = resp.headers()["inference-header-content-length"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let bytes = resp.bytes().await.unwrap();
-        let head: Value = serde_json::from_slice(&bytes[..n]).unwrap();
+        let (head, binary) = binary_response(resp).await;
         assert_eq!(head["outputs"][0]["datatype"], c.datatype);
-        assert_eq!(&bytes[n..], &c.raw[..], "{}", c.datatype);
+        assert_eq!(&binary[..], &c.raw[..], "{}", c.datatype);
     }
 }
 

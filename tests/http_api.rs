@@ -176,18 +176,12 @@ async fn binary_inputs_and_outputs_follow_the_json_header() {
     )
     .await;
     assert_eq!(resp.status().as_u16(), 200);
-    let json_len: usize = resp.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/octet-stream");
-    let bytes = resp.bytes().await.unwrap();
-    let head: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+    let (head, binary) = binary_response(resp).await;
     assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 192);
     assert!(head["outputs"][0].get("data").is_none());
     assert_eq!(
-        i32_values(&bytes[json_len..]),
+        i32_values(&binary),
         a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>()
     );
     assert_eq!(
@@ -206,13 +200,8 @@ async fn binary_data_output_makes_every_output_binary() {
         None,
     )
     .await;
-    let json_len: usize = resp.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = resp.bytes().await.unwrap();
-    assert_eq!(bytes.len() - json_len, 2 * 64, "both outputs in the binary section");
+    let (_, binary) = binary_response(resp).await;
+    assert_eq!(binary.len(), 2 * 64, "both outputs in the binary section");
 }
 
 #[tokio::test]

@@ -149,20 +149,14 @@ async fn each_output_s_binary_flag_follows_its_name_in_the_order_asked() {
     let header = serde_json::to_vec(&simple_asking(outputs)).unwrap();
     let resp = post_raw(&format!("{}/v2/models/simple/infer", s.http), header, None).await;
     assert_eq!(resp.status().as_u16(), 200);
-    let json_len: usize = resp.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body = resp.bytes().await.unwrap();
-    let v: Value = serde_json::from_slice(&body[..json_len]).unwrap();
+    let (v, binary) = binary_response(resp).await;
     assert_eq!(v["outputs"][0]["name"], "OUTPUT1");
     assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 64);
     assert_eq!(v["outputs"][1]["name"], "OUTPUT0");
     assert!(v["outputs"][1]["data"].is_array(), "{v}");
     let (a, b) = simple_inputs(1);
     let difference: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
-    assert_eq!(i32_values(&body[json_len..]), difference);
+    assert_eq!(i32_values(&binary), difference);
 }
 
 #[tokio::test]
@@ -201,18 +195,12 @@ async fn classification_gives_the_top_k_classes_of_each_row_over_rest() {
     // As binary data, the strings length-prefixed.
     let outputs = json!([{"name": "OUTPUT", "parameters": {"classification": 2, "binary_data": true}}]);
     let resp = post_raw(&url, serde_json::to_vec(&mlp_body(1, outputs)).unwrap(), None).await;
-    let json_len: usize = resp.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body = resp.bytes().await.unwrap();
-    let mut expected_bytes = Vec::new();
-    for s in top_k(&scores[0], 2, None) {
-        expected_bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        expected_bytes.extend_from_slice(s.as_bytes());
-    }
-    assert_eq!(&body[json_len..], &expected_bytes[..]);
+    let (_, binary) = binary_response(resp).await;
+    let expected = top_k(&scores[0], 2, None);
+    assert_eq!(
+        binary,
+        length_prefixed(&expected.iter().map(|s| s.as_bytes()).collect::<Vec<_>>())
+    );
 }
 
 #[tokio::test]

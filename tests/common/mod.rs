@@ -133,6 +133,18 @@ pub async fn post_raw(url: &str, body: Vec<u8>, header_len: Option<usize>) -> re
     req.send().await.expect("request sent")
 }
 
+/// A response with Triton's binary tensor extension: its JSON header and the binary section after it.
+pub async fn binary_response(resp: reqwest::Response) -> (Value, Vec<u8>) {
+    let json_len: usize = resp.headers()["inference-header-content-length"]
+        .to_str()
+        .expect("a header length")
+        .parse()
+        .expect("a number");
+    let bytes = resp.bytes().await.expect("body");
+    let head = serde_json::from_slice(&bytes[..json_len]).expect("a JSON header");
+    (head, bytes[json_len..].to_vec())
+}
+
 /// The metrics page of a server (`TestServer::metrics`).
 pub async fn scrape(metrics: &str) -> String {
     http()
