@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-overload soak fuzz fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-registry bench-overload soak fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -19,6 +19,8 @@ serve: build
 # Tests that need what setup installs (MiniLM, the Python packages) fail rather than skip when it is missing.
 test: export INFERD_REQUIRE_FIXTURES = 1
 test: setup
+	# The real stores the remote-repository tests run against: an S3-compatible server and an MLflow server.
+	scripts/setup_registry.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --locked
 	$(CARGO) build --locked --bin inferd
@@ -38,6 +40,11 @@ bench: setup
 # Metrics on against --allow-metrics false, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of metrics").
 bench-metrics: build
 	scripts/bench_metrics.py
+
+# Time to ready from S3 (cold, warm cache) and from disk; one poll of 100 models (benches/RESULTS.md).
+bench-registry: build
+	scripts/setup_registry.sh
+	.venv/bin/python scripts/bench_registry.py --record
 
 # Ten times MiniLM's capacity, then half of it (benches/RESULTS.md, "Overload").
 bench-overload: build

@@ -44,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let lifecycle = Arc::new(Lifecycle::new(
         routes.clone(),
         LifecycleConfig {
-            repositories: vec![repo],
+            registry: Arc::new(inferd::registry::Registry::local(vec![repo])),
             backends: vec![backend],
             detailed_metrics: true,
         },

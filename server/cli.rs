@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::registry::Location;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "inferd",
@@ -40,14 +42,24 @@ pub enum LogFormat {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Model repository folder (Triton layout). Repeat to serve several repositories.
+    /// Model repository (Triton layout): a folder; object storage, `s3://bucket/prefix`,
+    /// `s3://host:port/bucket/prefix` (plain HTTP), `s3://https://host:port/bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix`; or an MLflow Model Registry, `mlflow://host:port` or `mlflow+https://host`.
+    /// Repeat to serve several repositories.
     #[arg(
         long = "model-repository",
         env = "INFERD_MODEL_REPOSITORY",
         value_delimiter = ',',
         default_value = "models"
     )]
-    pub model_repositories: Vec<PathBuf>,
+    pub model_repositories: Vec<Location>,
+    /// Where models from remote repositories are cached (default: $XDG_CACHE_HOME/inferd/models, or
+    /// ~/.cache/inferd/models). A complete copy there is served when the store cannot be reached at start.
+    #[arg(long, env = "INFERD_MODEL_CACHE_DIR")]
+    pub model_cache_dir: Option<PathBuf>,
+    /// Most model files downloaded at once from remote repositories.
+    #[arg(long, env = "INFERD_MODEL_DOWNLOAD_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub model_download_concurrency: u32,
 
     /// HTTP/REST port (0 picks a free one).
     #[arg(long, env = "INFERD_HTTP_PORT", default_value_t = 8000)]
@@ -90,7 +102,8 @@ pub struct ServeArgs {
     /// where every client is trusted.
     #[arg(long, env = "INFERD_ALLOW_REMOTE_ADMIN", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_remote_admin: bool,
-    /// In poll mode, how often the repository is rescanned besides the filesystem watcher's prompt rescans.
+    /// In poll mode, how often the repositories are rescanned (remote ones listed again) besides the filesystem
+    /// watcher's prompt rescans of local folders.
     #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15)]
     pub repository_poll_secs: u64,
     /// A model to load at start in explicit mode. Repeat for several.

@@ -7,7 +7,8 @@
 //!   labels, splits, shadows), validation (`validate`) and output selection (`classification`).
 //! - `admin`: who may change what is served (`admin::access`), the repository API and traffic changes, on top
 //!   of `lifecycle` (load, install, retire; used alike by start-up, the repository API and the poll `watch`er),
-//!   which reads the `repository`.
+//!   which asks the `registry` where a model is (local folders; object storage and MLflow through a local cache)
+//!   and reads it as a `repository` folder.
 //! - `scheduler`: a loaded `version`'s queue, batcher and instance threads, owning each request's stay.
 //! - `backend`: ONNX Runtime and candle executing batches; `spec` is what a model declares.
 //!
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod model_name;
 pub mod proto;
 pub mod protocol;
+pub mod registry;
 pub mod repository;
 pub mod request;
 pub mod request_log;

@@ -1,12 +1,11 @@
 //! The model lifecycle, in one place for start-up, the repository API and the poll watcher alike: find a model
-//! (in the repositories, or in the files a load request carries), load its versions, install them in the
+//! (in the repositories the `registry` knows, local or remote, or in the files a load request carries), load its versions, install them in the
 //! routing table (a failed reload leaves the serving versions in place, with the reason beside them), and
 //! retire the versions that left the table: they are unloading until the last request holding them ends.
 //!
 //! Changes to one model (load, unload, a traffic policy set through admin) happen one at a time, in the order
 //! they were asked for; different models load side by side.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::OwnedMutexGuard;
@@ -15,15 +14,16 @@ use crate::backend::Backend;
 use crate::error::{InferError, InferResult};
 use crate::model_name::ModelName;
 use crate::proto::ModelConfig;
-use crate::repository::{self, config, paths, LoadError, LoadFailure, ModelSource, Scan};
+use crate::registry::{Found, Registry, Scan};
+use crate::repository::{self, config, paths, LoadError, LoadFailure, ModelSource};
 use crate::routing::{ModelEntry, ModelState, Routes, RoutingTable};
 use crate::traffic::TrafficPolicy;
 use crate::version::LoadedVersion;
 
 /// What the lifecycle is built from.
 pub struct LifecycleConfig {
-    /// The repository folders, in the order given.
-    pub repositories: Vec<PathBuf>,
+    /// Where the models come from: the repositories, in the order given.
+    pub registry: Arc<Registry>,
     pub backends: Vec<Arc<dyn Backend>>,
     /// Whether versions keep the metrics-only statistics (histograms, in-flight and routed counts).
     pub detailed_metrics: bool,
@@ -137,13 +137,13 @@ impl Lifecycle {
         &self.routes
     }
 
-    pub fn repositories(&self) -> &[PathBuf] {
-        &self.config.repositories
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.config.registry
     }
 
-    /// Scans the repositories (blocking: call it off the async workers).
+    /// Scans the repositories, as last listed (blocking: call it off the async workers).
     pub fn scan(&self) -> Result<Scan, LoadError> {
-        repository::scan(&self.config.repositories)
+        self.config.registry.scan()
     }
 
     /// At start: every model of the repositories (or only those named), loaded side by side. A model that
@@ -166,12 +166,17 @@ impl Lifecycle {
             .filter(|(name, _)| only.is_none_or(|names| names.contains(name)))
             .map(|(name, found)| {
                 let this = self.clone();
-                tokio::task::spawn_blocking(move || {
+                tokio::spawn(async move {
                     // A failure is recorded on the model's entry; the server serves the others.
-                    let _ = match found {
+                    let found = match found {
+                        Ok(found) => Registry::fetch(found).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = tokio::task::spawn_blocking(move || match found {
                         Ok(src) => this.load_found(src, None),
                         Err(e) => this.install(&name, Err(e)),
-                    };
+                    })
+                    .await;
                 })
             })
             .collect::<Vec<_>>();
@@ -184,6 +189,20 @@ impl Lifecycle {
     /// Loads (or reloads) one model, from the repository or from what a load request carries, and installs
     /// it, after any change to the model asked for before. A failed reload leaves the serving versions serving.
     pub async fn load(self: &Arc<Self>, name: &ModelName, request: LoadRequest) -> Result<(), LoadFailure> {
+        self.load_with(name, request, true).await
+    }
+
+    /// Reloads a model as its repository was last listed (the poll watcher has just listed it).
+    pub async fn reload_listed(self: &Arc<Self>, name: &ModelName) -> Result<(), LoadFailure> {
+        self.load_with(name, LoadRequest::default(), false).await
+    }
+
+    async fn load_with(
+        self: &Arc<Self>,
+        name: &ModelName,
+        request: LoadRequest,
+        list_again: bool,
+    ) -> Result<(), LoadFailure> {
         let failure = |error| LoadFailure {
             model: name.clone(),
             error,
@@ -198,13 +217,15 @@ impl Lifecycle {
             return Err(failure(LoadError::OverrideWithoutConfig));
         }
         let _change = self.change(name).await;
+        let found = match request.files.is_empty() {
+            true => Some(self.find(name, list_again).await.map_err(failure)?),
+            false => None,
+        };
         let (this, model) = (self.clone(), name.clone());
-        // Finding, staging and loading read and write files: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            if request.files.is_empty() {
-                let src = this.find(&model)?;
-                this.load_found(src, config)
-            } else {
+        // Staging and loading read and write files: off the async workers.
+        tokio::task::spawn_blocking(move || match found {
+            Some(src) => this.load_found(src, config),
+            None => {
                 // The files live in a temporary folder only while the model loads.
                 let staged = stage(&model, &request.files)?;
                 let src = ModelSource {
@@ -219,10 +240,19 @@ impl Lifecycle {
         .map_err(failure)
     }
 
-    /// The model's folder in the repositories.
-    fn find(&self, name: &ModelName) -> Result<ModelSource, LoadError> {
-        let mut scan = self.scan()?;
-        scan.models.remove(name).unwrap_or(Err(LoadError::NotInRepository))
+    /// The model's folder, as the repositories list it now (a remote model's complete copy in the cache,
+    /// fetched now if the cache lacks it). A remote repository that cannot be listed answers from its last
+    /// listing.
+    async fn find(&self, name: &ModelName, list_again: bool) -> Result<ModelSource, LoadError> {
+        let registry = self.config.registry.clone();
+        if list_again {
+            registry.refresh().await;
+        }
+        let mut scan = tokio::task::spawn_blocking(move || registry.scan())
+            .await
+            .map_err(|e| LoadError::Aborted(e.to_string()))??;
+        let found: Found = scan.models.remove(name).unwrap_or(Err(LoadError::NotInRepository))?;
+        Registry::fetch(found).await
     }
 
     /// Loads every version the config's policy picks from `src` and installs the outcome (blocking).

@@ -257,6 +257,21 @@ fn model_families(serving: &Serving, lifecycle: &Lifecycle) -> Vec<MetricFamily>
     for (model, n) in failures {
         load_failures.set(&[("model", model.as_str())], n as f64);
     }
+    let mut sync_failures = Family::counter(
+        "inferd_repository_sync_failures_total",
+        "Listings of a remote model repository that failed (the store unreachable, or refusing)",
+    );
+    let mut last_sync = Family::gauge(
+        "inferd_repository_last_sync_timestamp_seconds",
+        "When a remote model repository was last listed successfully, in seconds since the epoch",
+    );
+    for status in lifecycle.registry().sync_status() {
+        let labels = [("repository", status.repository.as_str())];
+        sync_failures.set(&labels, status.failures as f64);
+        if let Some(t) = status.last_sync {
+            last_sync.set(&labels, t);
+        }
+    }
 
     [
         success,
@@ -283,6 +298,8 @@ fn model_families(serving: &Serving, lifecycle: &Lifecycle) -> Vec<MetricFamily>
         routed,
         rollbacks,
         load_failures,
+        sync_failures,
+        last_sync,
     ]
     .into_iter()
     .filter_map(Family::finished)

@@ -19,6 +19,7 @@ use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::metrics::Metrics;
 use crate::model_name::ModelName;
 use crate::protocol::{grpc, http, Api};
+use crate::registry::{default_cache_dir, Registry, RegistryConfig};
 use crate::routing::{ModelState, Routes};
 use crate::serving::{Serving, ServingConfig};
 use crate::tls::{TlsFiles, TlsListener};
@@ -141,11 +142,24 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        locations: args.model_repositories.clone(),
+        cache_dir: args.model_cache_dir.clone().unwrap_or_else(default_cache_dir),
+        download_concurrency: args.model_download_concurrency as usize,
+    })?);
+    // Remote repositories listed (or, unreachable, served from the cache); one that can be neither stops the
+    // start with --exit-on-error, and otherwise serves nothing until it can be listed.
+    for failed in registry.start().await {
+        if args.exit_on_error {
+            anyhow::bail!("{failed}");
+        }
+        tracing::error!("{failed}; its models are not served until it can be listed");
+    }
     let routes = Arc::new(Routes::default());
     let lifecycle = Arc::new(Lifecycle::new(
         routes.clone(),
         LifecycleConfig {
-            repositories: args.model_repositories.clone(),
+            registry: registry.clone(),
             backends,
             detailed_metrics: args.allow_metrics,
         },
@@ -180,8 +194,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     }
     let poll_baseline = match args.model_control_mode {
         ModelControlMode::Poll => {
-            let repositories = args.model_repositories.clone();
-            Some(tokio::task::spawn_blocking(move || crate::watch::snapshot(&repositories)).await?)
+            let registry = registry.clone();
+            Some(tokio::task::spawn_blocking(move || crate::watch::snapshot(&registry)).await?)
         }
         _ => None,
     };

@@ -1,64 +1,38 @@
 //! `--model-control-mode poll`: watch the repositories and apply what changed. A filesystem watcher (notify)
 //! triggers a rescan soon after a change, debounced so a copy in progress settles first; a periodic rescan
-//! (`--repository-poll-secs`) catches what the watcher misses (network filesystems, lost events). A model
+//! (`--repository-poll-secs`) catches what the watcher misses (network filesystems, lost events) and lists the
+//! remote repositories again (a model changes there when its listing does: a path, an ETag, a size). A model
 //! whose files changed is reloaded (the old versions serve until the new ones are ready; a failed reload
 //! leaves them serving), a new model is loaded, and a removed one is unloaded.
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::lifecycle::{Lifecycle, LoadRequest};
+use crate::lifecycle::Lifecycle;
 use crate::model_name::ModelName;
-use crate::repository::{self, Scan};
+use crate::registry::{Registry, Scan};
+use crate::repository::LoadError;
 
 /// How long the repository must stay quiet after a change before it is rescanned.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// A fingerprint of every file under a model's folder (names, sizes, modification times).
-fn fingerprint(dir: &Path) -> u64 {
-    fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, u64, u128)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let path = e.path();
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() && depth < 4 {
-                walk(&path, depth + 1, out);
-            } else if meta.is_file() {
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                out.push((path, meta.len(), mtime));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, 0, &mut files);
-    files.sort();
-    let mut h = DefaultHasher::new();
-    files.hash(&mut h);
-    h.finish()
-}
-
-/// Every model's fingerprint now. Taken before the first load, so a change made while the server starts is
-/// applied rather than mistaken for the starting state.
-pub fn snapshot(repositories: &[PathBuf]) -> HashMap<ModelName, u64> {
-    fingerprints(repository::scan(repositories).unwrap_or_default())
+/// Every model's fingerprint now (blocking). Taken before the first load, so a change made while the server
+/// starts is applied rather than mistaken for the starting state.
+pub fn snapshot(registry: &Registry) -> HashMap<ModelName, u64> {
+    fingerprints(registry.scan().unwrap_or_default())
 }
 
 fn fingerprints(scan: Scan) -> HashMap<ModelName, u64> {
     scan.models
         .into_iter()
-        .map(|(name, src)| {
-            // A name found twice has no single folder; fingerprint the conflict itself.
-            let fp = match &src {
-                Ok(s) => fingerprint(&s.dir),
+        .map(|(name, found)| {
+            // A name found twice has no single place; fingerprint the conflict itself.
+            let fp = match &found {
+                Ok(found) => found.fingerprint(),
                 Err(reason) => {
                     let mut h = DefaultHasher::new();
                     reason.to_string().hash(&mut h);
@@ -77,10 +51,13 @@ pub async fn watch(
     mut known: HashMap<ModelName, u64>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let repositories = lifecycle.repositories().to_vec();
+    let registry = lifecycle.registry().clone();
+    let repositories = registry.local_folders();
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Opening and reading files changes nothing, and the rescan itself opens every model folder: counting
+        // those events would rescan forever, one debounce apart.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.try_send(());
         }
     });
@@ -116,24 +93,31 @@ pub async fn watch(
                 while tokio::time::timeout(DEBOUNCE, rx.recv()).await.is_ok_and(|e| e.is_some()) {}
             }
         }
-        let repos = repositories.clone();
+        // Remote repositories are listed again; one that cannot be listed keeps its last listing (no change).
+        registry.refresh().await;
+        let reg = registry.clone();
         // Scanning and fingerprinting read the filesystem: off the async workers.
         let (skipped, now) = tokio::task::spawn_blocking(move || {
-            let scan = repository::scan(&repos).unwrap_or_default();
+            let scan = reg.scan().unwrap_or_default();
             (scan.passed_over.clone(), fingerprints(scan))
         })
         .await
         .unwrap_or_default();
         for skipped in &skipped {
-            if passed_over.insert(skipped.to_string()) {
+            if passed_over.insert(skipped.clone()) {
                 tracing::warn!("model repository: passing over a folder no request could name: {skipped}");
             }
         }
-        for (name, fp) in &now {
+        let mut now = now;
+        for (name, fp) in now.iter_mut() {
             if known.get(name) != Some(fp) {
                 tracing::info!(model = %name, "model files changed: loading '{name}'");
-                if let Err(e) = lifecycle.load(name, LoadRequest::default()).await {
+                if let Err(e) = lifecycle.reload_listed(name).await {
                     tracing::error!(model = %name, "{e}");
+                    // The files could not be fetched (the store went away mid-way): try again at the next poll.
+                    if matches!(e.error, LoadError::Sync(_)) {
+                        *fp = known.get(name).copied().unwrap_or_default();
+                    }
                 }
             }
         }

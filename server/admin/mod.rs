@@ -68,6 +68,9 @@ impl Admin {
 
     /// Every model in the repositories, with each loaded version's state (only ready ones if `ready_only`).
     pub async fn repository_index(&self, ready_only: bool) -> InferResult<Vec<ModelIndex>> {
+        // As Triton rescans its repository for the index: remote repositories are listed again (one that
+        // cannot be answers from its last listing).
+        self.lifecycle.registry().refresh().await;
         let lifecycle = self.lifecycle.clone();
         let scan = tokio::task::spawn_blocking(move || lifecycle.scan())
             .await

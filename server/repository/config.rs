@@ -91,6 +91,14 @@ pub fn parse_json(text: &str) -> Result<ModelConfig, ConfigError> {
     msg.transcode_to::<ModelConfig>().map_err(ConfigError::from_display)
 }
 
+/// A ModelConfig as config.pbtxt text (what `parse_pbtxt` reads back).
+pub fn to_pbtxt(cfg: &ModelConfig) -> String {
+    let bytes = cfg.encode_to_vec();
+    DynamicMessage::decode(descriptor("inference.ModelConfig"), bytes.as_slice())
+        .map(|m| m.to_text_format())
+        .unwrap_or_default()
+}
+
 /// Any message of `proto/` as JSON the way Triton writes it: proto field names, enums by name, 64-bit
 /// integers as numbers, and default values present (clients read fields such as `max_batch_size: 0`).
 pub fn to_json<M: Message>(msg: &M, full_name: &str) -> serde_json::Value {

@@ -12,6 +12,7 @@ use super::placement::PlacementError;
 use crate::backend::BackendError;
 use crate::error::InferError;
 use crate::model_name::ModelName;
+use crate::registry::SyncError;
 use crate::scheduler::PolicyError;
 use crate::spec::SpecError;
 use crate::traffic::TrafficError;
@@ -20,12 +21,15 @@ use crate::traffic::TrafficError;
 pub enum LoadError {
     #[error("cannot read model repository {}: {source}", path.display())]
     Repository { path: PathBuf, source: Arc<io::Error> },
-    #[error("model '{name}' appears in more than one repository ({} and {})", first.display(), second.display())]
+    #[error("model '{name}' appears in more than one repository ({first} and {second})")]
     Duplicate {
         name: ModelName,
-        first: PathBuf,
-        second: PathBuf,
+        first: String,
+        second: String,
     },
+    /// A remote repository could not give the model's files.
+    #[error(transparent)]
+    Sync(SyncError),
     #[error("no such model in the model repository")]
     NotInRepository,
     #[error("cannot read {}: {source}", path.display())]

@@ -30,59 +30,26 @@ pub struct ModelSource {
     pub dir: PathBuf,
 }
 
-/// What a scan found: each model by name (a name found in two repositories is an error for that name, as in
-/// Triton), and the folders passed over because no request could name them.
-#[derive(Debug, Default)]
-pub struct Scan {
-    pub models: BTreeMap<ModelName, Result<ModelSource, LoadError>>,
-    pub passed_over: Vec<NameError>,
-}
-
-/// Every model directory under the repositories.
-pub fn scan(repositories: &[PathBuf]) -> Result<Scan, LoadError> {
-    let mut scan = Scan::default();
-    for repo in repositories {
-        let entries = std::fs::read_dir(repo).map_err(LoadError::io(|source| LoadError::Repository {
-            path: repo.clone(),
-            source,
-        }))?;
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            // Not UTF-8: no request could name it either.
-            let Some(file_name) = dir.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if file_name.starts_with('.') || !dir.is_dir() {
-                continue;
-            }
-            let name = match ModelName::parse(file_name) {
-                Ok(name) => name,
-                Err(e) => {
-                    scan.passed_over.push(e);
-                    continue;
-                }
-            };
-            let src = ModelSource {
-                name: name.clone(),
-                dir,
-            };
-            match scan.models.get(&name) {
-                Some(Ok(prev)) => {
-                    let duplicate = LoadError::Duplicate {
-                        name: name.clone(),
-                        first: prev.dir.clone(),
-                        second: src.dir.clone(),
-                    };
-                    scan.models.insert(name, Err(duplicate));
-                }
-                Some(Err(_)) => {}
-                None => {
-                    scan.models.insert(name, Ok(src));
-                }
-            }
+/// Every model folder in one repository folder; a folder whose name no request could use is an error beside
+/// the others.
+pub fn scan_folder(repo: &Path) -> Result<Vec<Result<ModelSource, NameError>>, LoadError> {
+    let entries = std::fs::read_dir(repo).map_err(LoadError::io(|source| LoadError::Repository {
+        path: repo.to_path_buf(),
+        source,
+    }))?;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        // Not UTF-8: no request could name it either.
+        let Some(file_name) = dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if file_name.starts_with('.') || !dir.is_dir() {
+            continue;
         }
+        found.push(ModelName::parse(file_name).map(|name| ModelSource { name, dir }));
     }
-    Ok(scan)
+    Ok(found)
 }
 
 /// Chooses the backend a model's config asks for (`backend:` or `platform:`), or, with neither, the one whose

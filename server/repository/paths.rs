@@ -62,6 +62,16 @@ pub fn override_file(rel: &str) -> Result<PathBuf, PathError> {
     }
 }
 
+/// Where a file a remote repository lists under a model's folder goes in the model's cached copy: plain
+/// components (a file at the top, such as `config.pbtxt`, or under version folders), as deep and as long as an
+/// override may be. None for a key no Triton layout has (`..`, an empty part): such a file is passed over.
+pub fn remote_file(rel: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let ok = parts.len() <= MAX_OVERRIDE_DEPTH + 1 && rel.len() <= MAX_OVERRIDE_BYTES && parts.iter().all(|p| plain(p));
+    let path = PathBuf::from(rel);
+    (ok && path.components().all(|c| matches!(c, Component::Normal(_)))).then_some(path)
+}
+
 /// Every override of a load request, checked one by one and together: no file may be written twice, or
 /// where another needs a folder.
 pub fn override_files<'a>(rels: impl IntoIterator<Item = &'a str>) -> Result<Vec<PathBuf>, PathError> {
@@ -80,6 +90,16 @@ pub fn override_files<'a>(rels: impl IntoIterator<Item = &'a str>) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_key_maps_into_the_model_folder_or_is_passed_over() {
+        for ok in ["config.pbtxt", "1/model.onnx", "2/sub/dir/weights.bin", "labels.txt"] {
+            assert_eq!(remote_file(ok), Some(PathBuf::from(ok)), "{ok}");
+        }
+        for bad in ["", "../x", "1/../../x", "1//x", "./x", "1/x/", "a\\b", "1/\u{0}"] {
+            assert_eq!(remote_file(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_config_file_name_is_one_plain_component() {

@@ -93,15 +93,15 @@ def _stop(process):
             process.wait(timeout=10)
 
 
-def _start_server(binary, log_path, extra_args=(), ready=_http_ready):
+def _start_server(binary, log_path, extra_args=(), ready=_http_ready,
+                  repositories=("models", "tests/models"), env=None):
     http_port, grpc_port, metrics_port = _free_ports(3)
     log = open(log_path, "wb")
-    env = dict(os.environ, NO_COLOR="1")
+    env = dict(os.environ, NO_COLOR="1", **(env or {}))
     process = subprocess.Popen(
         [
             str(binary), "serve",
-            "--model-repository", "models",
-            "--model-repository", "tests/models",
+            *[a for r in repositories for a in ("--model-repository", r)],
             "--http-port", str(http_port),
             "--grpc-port", str(grpc_port),
             "--metrics-port", str(metrics_port),
