@@ -142,18 +142,22 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
-    let registry = Arc::new(Registry::new(RegistryConfig {
+    let config = RegistryConfig {
         locations: args.model_repositories.clone(),
         cache_dir: args.model_cache_dir.clone().unwrap_or_else(default_cache_dir),
         download_concurrency: args.model_download_concurrency as usize,
-    })?);
+    };
+    // Opening the caches reads and clears folders: off the async workers.
+    let registry = Arc::new(tokio::task::spawn_blocking(move || Registry::new(config)).await??);
     // Remote repositories listed (or, unreachable, served from the cache); one that can be neither stops the
     // start with --exit-on-error, and otherwise serves nothing until it can be listed.
     for failed in registry.start().await {
         if args.exit_on_error {
             anyhow::bail!("{failed}");
         }
-        tracing::error!("{failed}; its models are not served until it can be listed");
+        tracing::error!(
+            "{failed}; its models are served once it can be listed (at a poll, a load or an index request)"
+        );
     }
     let routes = Arc::new(Routes::default());
     let lifecycle = Arc::new(Lifecycle::new(

@@ -97,12 +97,21 @@ pub async fn watch(
         registry.refresh().await;
         let reg = registry.clone();
         // Scanning and fingerprinting read the filesystem: off the async workers.
-        let (skipped, now) = tokio::task::spawn_blocking(move || {
-            let scan = reg.scan().unwrap_or_default();
-            (scan.passed_over.clone(), fingerprints(scan))
-        })
-        .await
-        .unwrap_or_default();
+        let scanned =
+            tokio::task::spawn_blocking(move || reg.scan().map(|scan| (scan.passed_over.clone(), fingerprints(scan))))
+                .await;
+        // A repository folder that cannot be read is not every model removed: nothing changes this round.
+        let (skipped, now) = match scanned {
+            Ok(Ok(scanned)) => scanned,
+            Ok(Err(e)) => {
+                tracing::warn!("model repository: {e}; applying no change this round");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("model repository scan stopped: {e}; applying no change this round");
+                continue;
+            }
+        };
         for skipped in &skipped {
             if passed_over.insert(skipped.clone()) {
                 tracing::warn!("model repository: passing over a folder no request could name: {skipped}");

@@ -1,6 +1,6 @@
 //! The local cache of a remote repository (`--model-cache-dir`): each model's files as last listed, in a folder
-//! named by the listing's digest, `<cache>/<repository>/<model>/<digest>/`, laid out as on disk in a Triton
-//! repository. A folder is built under a temporary name (each file downloaded to a temporary name, its size
+//! named by the listing's digest, `<cache>/<repository>/models/<model>/<digest>/`, laid out as on disk in a Triton
+//! repository. One server process uses a repository's cache folder at a time (a lock file says so). A folder is built under a temporary name (each file downloaded to a temporary name, its size
 //! checked, then renamed) and renamed into place only when every file is complete, so a crash or a cut
 //! connection never leaves a half model that loads. A file whose ETag and size are unchanged since the model's
 //! previous copy is linked from there, not downloaded again; downloads run in parallel up to a bound shared by
@@ -23,6 +23,11 @@ use super::remote::{Fetch, Listing, RemoteFile, RemoteModel};
 use crate::model_name::ModelName;
 
 const INDEX: &str = "index.json";
+const LOCK: &str = ".lock";
+/// Model copies live here, apart from the index and the lock, so no model name can collide with them.
+const MODELS: &str = "models";
+/// Copies and downloads in progress: `<model>/.partial-<digest>-<n>` (a copy), `<model>/.partial-<digest>-<n>.<i>`
+/// (a file downloading), beside the complete copies, so no path a listing names can collide with them.
 const PARTIAL: &str = ".partial-";
 
 /// A model's complete copy, as the index records it.
@@ -53,6 +58,9 @@ pub struct Mirror {
     downloads: Arc<Semaphore>,
     /// The index as on disk; written whole (to a temporary name, then renamed) after each change.
     index: tokio::sync::Mutex<Index>,
+    /// Held open with an exclusive lock while the server runs: another process's clean-up would remove copies
+    /// this one loads from.
+    _lock: std::fs::File,
 }
 
 /// A folder name for a repository's cache: readable, and unique to its location.
@@ -74,10 +82,22 @@ fn folder_for(repository: &str) -> String {
 
 impl Mirror {
     /// Opens (creating) the cache folder of `repository` under `cache_dir`, clearing what an interrupted
-    /// download left.
+    /// download left (blocking: call it off the async workers).
     pub fn open(cache_dir: &Path, repository: &str, downloads: Arc<Semaphore>) -> Result<Self, SyncError> {
         let root = cache_dir.join(folder_for(repository));
-        std::fs::create_dir_all(&root).map_err(SyncError::cache(&root))?;
+        let models = root.join(MODELS);
+        std::fs::create_dir_all(&models).map_err(SyncError::cache(&models))?;
+        let lock_path = root.join(LOCK);
+        let lock = std::fs::File::create(&lock_path).map_err(SyncError::cache(&lock_path))?;
+        // SAFETY: flock on a descriptor this function owns; it takes no pointers.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(SyncError::Cache {
+                path: root.display().to_string(),
+                source: Arc::new(std::io::Error::other(
+                    "another inferd process is using this cache folder: give each its own --model-cache-dir",
+                )),
+            });
+        }
         let index = std::fs::read(root.join(INDEX))
             .ok()
             .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
@@ -89,6 +109,7 @@ impl Mirror {
                 repository: repository.to_string(),
                 models: index.models,
             }),
+            _lock: lock,
         };
         mirror.clear_partials();
         Ok(mirror)
@@ -98,11 +119,20 @@ impl Mirror {
         &self.root
     }
 
+    fn model_root(&self, name: &str) -> PathBuf {
+        self.root.join(MODELS).join(name)
+    }
+
     fn clear_partials(&self) {
-        for model in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
-            for copy in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
-                if copy.file_name().to_string_lossy().starts_with(PARTIAL) {
-                    let _ = std::fs::remove_dir_all(copy.path());
+        for model in std::fs::read_dir(self.root.join(MODELS))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for entry in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
                 }
             }
         }
@@ -114,7 +144,8 @@ impl Mirror {
         let mut listing = Listing::new();
         for (name, cached) in &index.models {
             let Ok(name) = ModelName::parse(name) else { continue };
-            if !self.root.join(name.as_str()).join(&cached.digest).is_dir() {
+            let copy = self.model_root(name.as_str()).join(&cached.digest);
+            if !tokio::fs::metadata(&copy).await.is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             let files = cached
@@ -142,7 +173,7 @@ impl Mirror {
         model: &RemoteModel,
     ) -> Result<PathBuf, SyncError> {
         let digest = model.digest();
-        let model_root = self.root.join(name.as_str());
+        let model_root = self.model_root(name.as_str());
         let complete = model_root.join(&digest);
         if tokio::fs::metadata(&complete).await.is_ok_and(|m| m.is_dir()) {
             self.record(name, &digest, model).await?;
@@ -194,7 +225,7 @@ impl Mirror {
         if let Err(e) = tokio::fs::rename(&staging, &complete).await {
             let _ = tokio::fs::remove_dir_all(&staging).await;
             // Another load built the same copy meanwhile.
-            if !complete.is_dir() {
+            if !tokio::fs::metadata(&complete).await.is_ok_and(|m| m.is_dir()) {
                 return Err(SyncError::cache(&complete)(e));
             }
         }
@@ -245,7 +276,9 @@ impl Mirror {
             file: path.to_string(),
             cause: e.to_string(),
         })?;
-        let partial = staging.join(format!("{path}.download"));
+        static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+        // Beside the copy, not in it: no path a listing names can be this one.
+        let partial = PathBuf::from(format!("{}.{}", staging.display(), NEXT_FILE.fetch_add(1, Relaxed)));
         let got = self.fetch(repository, path, file, &partial).await;
         let got = match got {
             Ok(n) => n,
@@ -294,8 +327,8 @@ impl Mirror {
                     .send()
                     .await
                     .and_then(|r| r.error_for_status())
-                    .map_err(|e| failed(chain(&e)))?;
-                while let Some(chunk) = response.chunk().await.map_err(|e| failed(chain(&e)))? {
+                    .map_err(|e| failed(chain(&e.without_url())))?;
+                while let Some(chunk) = response.chunk().await.map_err(|e| failed(chain(&e.without_url())))? {
                     out.write_all(&chunk).await.map_err(SyncError::cache(to))?;
                     written += chunk.len() as u64;
                 }
@@ -326,7 +359,7 @@ impl Mirror {
         for name in &gone {
             index.models.remove(name);
             if ModelName::parse(name).is_ok() {
-                let _ = tokio::fs::remove_dir_all(self.root.join(name)).await;
+                let _ = tokio::fs::remove_dir_all(self.model_root(name)).await;
             }
         }
         if let Err(e) = self.write_index(&index).await {
@@ -336,9 +369,11 @@ impl Mirror {
 
     async fn write_index(&self, index: &Index) -> Result<(), SyncError> {
         let path = self.root.join(INDEX);
-        let tmp = self.root.join(format!("{INDEX}.tmp"));
+        let tmp = self.root.join(format!("{INDEX}.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(index).unwrap_or_default();
-        tokio::fs::write(&tmp, bytes).await.map_err(SyncError::cache(&tmp))?;
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(SyncError::cache(&tmp))?;
+        file.write_all(&bytes).await.map_err(SyncError::cache(&tmp))?;
+        file.sync_all().await.map_err(SyncError::cache(&tmp))?;
         tokio::fs::rename(&tmp, &path).await.map_err(SyncError::cache(&path))
     }
 
@@ -435,9 +470,10 @@ mod tests {
 
         // Without the copy, nothing is served, and nothing is fetched from nowhere.
         std::fs::remove_dir_all(&copy).unwrap();
-        assert!(mirror(dir.path()).cached_listing().await.is_empty());
         let e = again.materialize("repo", &name, &cached[&name]).await.unwrap_err();
         assert!(matches!(e, SyncError::NotCached { .. }), "{e}");
+        drop(again);
+        assert!(mirror(dir.path()).cached_listing().await.is_empty());
     }
 
     #[tokio::test]
@@ -449,7 +485,7 @@ mod tests {
         cut.files.get_mut("1/model.onnx").unwrap().size = 1000;
         let e = m.materialize("repo", &name, &cut).await.unwrap_err();
         assert!(matches!(e, SyncError::Size { got: 9, want: 1000, .. }), "{e}");
-        let left: Vec<_> = std::fs::read_dir(m.root().join("mlp")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(m.root().join("models/mlp")).unwrap().collect();
         assert!(left.is_empty(), "no copy, complete or partial: {left:?}");
         assert!(m.cached_listing().await.is_empty());
     }
@@ -465,6 +501,19 @@ mod tests {
             .unwrap();
         m.prune(&Listing::new()).await;
         assert!(!copy.exists());
+        drop(m);
         assert!(mirror(dir.path()).cached_listing().await.is_empty());
+    }
+
+    #[test]
+    fn one_process_at_a_time_uses_a_cache_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = mirror(dir.path());
+        let e = Mirror::open(dir.path(), "s3://bucket/prefix", Arc::new(Semaphore::new(1)))
+            .err()
+            .expect("refused while the first is open");
+        assert!(e.to_string().contains("another inferd process"), "{e}");
+        drop(first);
+        mirror(dir.path());
     }
 }

@@ -128,10 +128,20 @@ impl fmt::Display for Location {
             Location::S3(b) => with_prefix(f, "s3", b),
             Location::Gcs(b) => with_prefix(f, "gs", b),
             Location::Azure(b) => with_prefix(f, "az", b),
-            Location::Mlflow(url) => match url.strip_prefix("https://") {
-                Some(host) => write!(f, "mlflow+https://{host}"),
-                None => write!(f, "mlflow://{}", url.trim_start_matches("http://")),
-            },
+            Location::Mlflow(url) => {
+                let (scheme, rest) = match url.strip_prefix("https://") {
+                    Some(rest) => ("mlflow+https", rest),
+                    None => ("mlflow", url.trim_start_matches("http://")),
+                };
+                // Credentials in the URL (`user:password@host`) stay out of logs, errors and metric labels.
+                let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+                write!(f, "{scheme}://{host}")?;
+                if !path.is_empty() {
+                    write!(f, "/{path}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -182,6 +192,15 @@ mod tests {
         );
         assert!(matches!("gs://b/p".parse::<Location>().unwrap(), Location::Gcs(_)));
         assert!(matches!("az://c".parse::<Location>().unwrap(), Location::Azure(_)));
+    }
+
+    #[test]
+    fn credentials_in_an_mlflow_url_are_not_shown() {
+        let shown = "mlflow+https://ci:s3cret@mlflow.example.com/api"
+            .parse::<Location>()
+            .unwrap()
+            .to_string();
+        assert_eq!(shown, "mlflow+https://mlflow.example.com/api");
     }
 
     #[test]

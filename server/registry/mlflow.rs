@@ -10,7 +10,7 @@
 //!
 //! A ready version's artifacts do not change, so each is listed once; the registry's models, versions, aliases
 //! and tags are read at every listing (moving an alias changes no timestamp there).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ use crate::repository::{config, paths};
 
 /// Most registered models (and versions) one page asks for: the registry's own upper bound.
 const PAGE: &str = "1000";
+/// Most pages one search may take (a million items at the registry's largest page).
+const MAX_PAGES: usize = 1000;
 /// How deep a version's artifact folders are followed.
 const MAX_DEPTH: usize = 4;
 
@@ -63,8 +65,17 @@ struct ModelVersion {
     version: String,
     #[serde(default)]
     status: String,
+    /// What the version was registered from (a model deleted and registered again has another).
+    #[serde(default)]
+    source: String,
     #[serde(default)]
     tags: Vec<Tag>,
+}
+
+/// A ready version, as the registry lists it.
+struct ReadyVersion {
+    tags: Vec<Tag>,
+    source: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -132,6 +143,8 @@ struct Artifact {
     fetch: Fetch,
 }
 
+type VersionKey = (String, i64, String);
+
 /// A ready version's artifacts, listed once; None when the version is not in the onnx flavour.
 type VersionFiles = Option<Arc<Vec<Artifact>>>;
 
@@ -139,7 +152,10 @@ pub struct MlflowSource {
     repository: String,
     base: Url,
     client: reqwest::Client,
-    versions: Mutex<HashMap<(String, i64), VersionFiles>>,
+    /// By (model, version, source).
+    versions: Mutex<HashMap<VersionKey, VersionFiles>>,
+    /// Each model as last listed, answering for a model whose versions cannot be read this time.
+    last: Mutex<BTreeMap<ModelName, RemoteModel>>,
     /// Logged configs by their artifact tag (fetched once).
     configs: Mutex<HashMap<String, Arc<String>>>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
@@ -156,12 +172,13 @@ impl MlflowSource {
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| setup(chain(&e)))?;
+            .map_err(|e| setup(chain(&e.without_url())))?;
         Ok(Self {
             repository: repository.to_string(),
             base,
             client,
             versions: Default::default(),
+            last: Default::default(),
             configs: Default::default(),
             stores: Default::default(),
         })
@@ -188,9 +205,12 @@ impl MlflowSource {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| self.list_error(chain(&e)))?;
+            .map_err(|e| self.list_error(chain(&e.without_url())))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.list_error(chain(&e)))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.list_error(chain(&e.without_url())))?;
         if !status.is_success() {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -208,6 +228,7 @@ impl MlflowSource {
     async fn all_pages<P: Page>(&self, path: &str) -> Result<Vec<P::Item>, SyncError> {
         let mut all = Vec::new();
         let mut token: Option<String> = None;
+        let mut seen = HashSet::new();
         loop {
             let mut query = vec![("max_results", PAGE)];
             if let Some(t) = &token {
@@ -216,15 +237,21 @@ impl MlflowSource {
             let (items, next) = self.get::<P>(path, &query).await?.split();
             all.extend(items);
             match next.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
+                // A server that hands back a token it gave before would be paged forever.
+                Some(t) if seen.insert(t.clone()) && seen.len() <= MAX_PAGES => token = Some(t),
+                Some(_) => {
+                    return Err(self.list_error(format!(
+                        "{path}: the server's pages do not end (a page token repeats, or over {MAX_PAGES} pages)"
+                    )))
+                }
                 None => return Ok(all),
             }
         }
     }
 
     /// A version's artifacts (listed once per version).
-    async fn version_files(&self, model: &str, version: i64) -> Result<VersionFiles, SyncError> {
-        let key = (model.to_string(), version);
+    async fn version_files(&self, model: &str, version: i64, source: &str) -> Result<VersionFiles, SyncError> {
+        let key = (model.to_string(), version, source.to_string());
         if let Some(known) = self.versions.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(known.clone());
         }
@@ -324,7 +351,8 @@ impl MlflowSource {
             match stores.get(bucket) {
                 Some(s) => s.clone(),
                 None => {
-                    let store = super::objects::s3_store(bucket, None).map_err(|e| self.list_error(chain(&e)))?;
+                    let store = super::objects::s3_store(bucket, None, super::objects::DOWNLOAD_TIMEOUT)
+                        .map_err(|e| self.list_error(chain(&e)))?;
                     stores.insert(bucket.to_string(), store.clone());
                     store
                 }
@@ -384,10 +412,10 @@ impl MlflowSource {
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
-                .map_err(|e| failed(chain(&e)))?
+                .map_err(|e| failed(chain(&e.without_url())))?
                 .text()
                 .await
-                .map_err(|e| failed(chain(&e)))?,
+                .map_err(|e| failed(chain(&e.without_url())))?,
             Fetch::Object { store, path } => {
                 use object_store::ObjectStoreExt;
                 let bytes = store
@@ -409,12 +437,64 @@ impl MlflowSource {
         Ok(Some(text))
     }
 
+    /// One registered model as a Triton model folder: its served versions' artifacts and the config it is
+    /// served with; None when no served version is in the onnx flavour.
+    async fn model(
+        &self,
+        name: &ModelName,
+        model: &RegisteredModel,
+        versions: &BTreeMap<i64, ReadyVersion>,
+    ) -> Result<Option<RemoteModel>, SyncError> {
+        let aliases: BTreeMap<String, i64> = model
+            .aliases
+            .iter()
+            .filter_map(|a| Some((a.alias.clone(), a.version.parse::<i64>().ok()?)))
+            .filter(|(_, v)| versions.contains_key(v))
+            .collect();
+        let mut served: BTreeSet<i64> = aliases.values().copied().collect();
+        served.extend(versions.keys().next_back());
+        let mut files = BTreeMap::new();
+        for v in &served {
+            let source = versions.get(v).map_or("", |r| r.source.as_str());
+            if let Some(f) = self.version_files(&model.name, *v, source).await? {
+                files.insert(*v, f);
+            }
+        }
+        let Some(newest_files) = files.values().next_back() else {
+            return Ok(None);
+        };
+        let logged = self.logged_config(newest_files).await?;
+        let config = served_config(name, logged.as_deref().map(String::as_str), model, versions, &files)
+            .map_err(|e| self.list_error(format!("its logged config.pbtxt: {e}")))?;
+        let mut remote = RemoteModel::default();
+        let config = Arc::<[u8]>::from(config.into_bytes());
+        remote.files.insert(
+            "config.pbtxt".into(),
+            RemoteFile {
+                etag: hex::encode(&Sha256::digest(&config)[..12]),
+                size: config.len() as u64,
+                fetch: Fetch::Inline(config),
+            },
+        );
+        for (v, artifacts) in &files {
+            for a in artifacts.iter() {
+                let file = RemoteFile {
+                    etag: a.tag.clone(),
+                    size: a.size,
+                    fetch: a.fetch.clone(),
+                };
+                remote.files.insert(format!("{v}/{}", a.path), file);
+            }
+        }
+        Ok(Some(remote))
+    }
+
     /// Every registered model with an ONNX version, as a Triton model folder.
     pub async fn list(&self) -> Result<Listed, SyncError> {
         let models = self
             .all_pages::<ModelsPage>("api/2.0/mlflow/registered-models/search")
             .await?;
-        let mut ready: BTreeMap<String, BTreeMap<i64, Vec<Tag>>> = BTreeMap::new();
+        let mut ready: BTreeMap<String, BTreeMap<i64, ReadyVersion>> = BTreeMap::new();
         for v in self
             .all_pages::<VersionsPage>("api/2.0/mlflow/model-versions/search")
             .await?
@@ -423,10 +503,15 @@ impl MlflowSource {
                 continue;
             }
             if let Ok(n) = v.version.parse::<i64>() {
-                ready.entry(v.name).or_default().insert(n, v.tags);
+                let ready_version = ReadyVersion {
+                    tags: v.tags,
+                    source: v.source,
+                };
+                ready.entry(v.name).or_default().insert(n, ready_version);
             }
         }
         let mut listed = Listed::default();
+        let mut keep = HashSet::new();
         for model in models {
             let Some(versions) = ready.get(&model.name) else {
                 continue;
@@ -438,59 +523,41 @@ impl MlflowSource {
                     continue;
                 }
             };
-            let aliases: BTreeMap<String, i64> = model
-                .aliases
-                .iter()
-                .filter_map(|a| Some((a.alias.clone(), a.version.parse::<i64>().ok()?)))
-                .filter(|(_, v)| versions.contains_key(v))
-                .collect();
-            let mut served: BTreeSet<i64> = aliases.values().copied().collect();
-            served.extend(versions.keys().next_back());
-            let mut files = BTreeMap::new();
-            for v in &served {
-                if let Some(f) = self.version_files(&model.name, *v).await? {
-                    files.insert(*v, f);
+            keep.extend(versions.iter().map(|(v, r)| (model.name.clone(), *v, r.source.clone())));
+            match self.model(&name, &model, versions).await {
+                Ok(Some(remote)) => {
+                    listed.models.insert(name, remote);
                 }
-            }
-            let Some(newest_files) = files.values().next_back() else {
-                listed.passed_over.push(format!(
+                Ok(None) => listed.passed_over.push(format!(
                     "MLflow model '{}': no served version is in the onnx flavour",
                     model.name
-                ));
-                continue;
-            };
-            let logged = self.logged_config(newest_files).await?;
-            let config = match served_config(&name, logged.as_deref().map(String::as_str), &model, versions, &files) {
-                Ok(c) => c,
+                )),
+                // One model's trouble (its artifacts unreadable, its logged config broken) is not the
+                // registry's: it stays as last listed, and the others follow the registry.
                 Err(e) => {
-                    listed
-                        .passed_over
-                        .push(format!("MLflow model '{}': its logged config.pbtxt: {e}", model.name));
-                    continue;
-                }
-            };
-            let mut remote = RemoteModel::default();
-            let config = Arc::<[u8]>::from(config.into_bytes());
-            remote.files.insert(
-                "config.pbtxt".into(),
-                RemoteFile {
-                    etag: hex::encode(&Sha256::digest(&config)[..12]),
-                    size: config.len() as u64,
-                    fetch: Fetch::Inline(config),
-                },
-            );
-            for (v, artifacts) in &files {
-                for a in artifacts.iter() {
-                    let file = RemoteFile {
-                        etag: a.tag.clone(),
-                        size: a.size,
-                        fetch: a.fetch.clone(),
-                    };
-                    remote.files.insert(format!("{v}/{}", a.path), file);
+                    listed.passed_over.push(format!("MLflow model '{}': {e}", model.name));
+                    let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(remote) = last.get(&name) {
+                        listed.models.insert(name, remote.clone());
+                    }
                 }
             }
-            listed.models.insert(name, remote);
         }
+        // What is no longer listed is forgotten.
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| keep.contains(k));
+        let tags: HashSet<String> = listed
+            .models
+            .values()
+            .flat_map(|m| m.files.values().map(|f| f.etag.clone()))
+            .collect();
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|tag, _| tags.contains(tag));
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = listed.models.clone();
         Ok(listed)
     }
 }
@@ -505,7 +572,7 @@ fn served_config(
     name: &ModelName,
     logged: Option<&str>,
     model: &RegisteredModel,
-    versions: &BTreeMap<i64, Vec<Tag>>,
+    versions: &BTreeMap<i64, ReadyVersion>,
     files: &BTreeMap<i64, Arc<Vec<Artifact>>>,
 ) -> Result<String, config::ConfigError> {
     let mut cfg = match logged {
@@ -522,6 +589,10 @@ fn served_config(
             versions: files.keys().copied().collect(),
         })),
     });
+    // The registry says which versions carry which label and weight, not a config logged when other versions
+    // were current.
+    cfg.parameters
+        .retain(|k, _| !k.starts_with("label.") && !k.starts_with("weight."));
     let served = |v: i64| files.contains_key(&v);
     let mut set = |key: String, value: String| {
         cfg.parameters.insert(key, ModelParameter { string_value: value });
@@ -537,8 +608,8 @@ fn served_config(
     }
     // Weights: a version's own tag, then the model's per alias or per version (the model's win).
     let mut weights: BTreeMap<i64, String> = BTreeMap::new();
-    for (v, tags) in versions {
-        if let (true, Some(w)) = (served(*v), tag(tags, "inferd.weight")) {
+    for (v, ready) in versions {
+        if let (true, Some(w)) = (served(*v), tag(&ready.tags, "inferd.weight")) {
             weights.insert(*v, w.to_string());
         }
     }
@@ -560,4 +631,115 @@ fn served_config(
         set(format!("weight.{v}"), w);
     }
     Ok(config::to_pbtxt(&cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(aliases: &[(&str, &str)], tags: &[(&str, &str)]) -> RegisteredModel {
+        RegisteredModel {
+            name: "fraud".into(),
+            aliases: aliases
+                .iter()
+                .map(|(a, v)| Alias {
+                    alias: a.to_string(),
+                    version: v.to_string(),
+                })
+                .collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| Tag {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn ready(weight: Option<&str>) -> ReadyVersion {
+        ReadyVersion {
+            tags: weight
+                .map(|w| Tag {
+                    key: "inferd.weight".into(),
+                    value: w.into(),
+                })
+                .into_iter()
+                .collect(),
+            source: String::new(),
+        }
+    }
+
+    fn served(versions: &[i64]) -> BTreeMap<i64, Arc<Vec<Artifact>>> {
+        versions.iter().map(|v| (*v, Arc::new(Vec::new()))).collect()
+    }
+
+    fn parameters(text: &str) -> BTreeMap<String, String> {
+        config::parse_pbtxt(text)
+            .unwrap()
+            .parameters
+            .into_iter()
+            .map(|(k, v)| (k, v.string_value))
+            .collect()
+    }
+
+    #[test]
+    fn aliases_are_labels_and_tags_are_weights_of_the_served_versions_only() {
+        let name = ModelName::parse("fraud").unwrap();
+        let model = registered(
+            &[("champion", "1"), ("challenger", "2"), ("old", "7")],
+            &[("inferd.weight.champion", "90"), ("inferd.weight.7", "5")],
+        );
+        let versions = BTreeMap::from([(1, ready(None)), (2, ready(Some("10"))), (7, ready(None))]);
+        let text = served_config(&name, None, &model, &versions, &served(&[1, 2])).unwrap();
+        let want = [
+            ("label.champion", "1"),
+            ("label.challenger", "2"),
+            ("weight.1", "90"),
+            ("weight.2", "10"),
+        ];
+        assert_eq!(
+            parameters(&text),
+            want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        );
+        let cfg = config::parse_pbtxt(&text).unwrap();
+        assert_eq!(cfg.name, "fraud");
+        assert!(
+            matches!(cfg.version_policy.and_then(|p| p.policy_choice), Some(PolicyChoice::Specific(s)) if s.versions == [1, 2])
+        );
+    }
+
+    #[test]
+    fn without_weights_requests_naming_no_version_go_to_champion() {
+        let name = ModelName::parse("fraud").unwrap();
+        let model = registered(&[("champion", "1")], &[]);
+        let versions = BTreeMap::from([(1, ready(None)), (2, ready(None))]);
+        let text = served_config(&name, None, &model, &versions, &served(&[1, 2])).unwrap();
+        assert_eq!(parameters(&text).get("weight.1").map(String::as_str), Some("1"));
+        assert!(!parameters(&text).contains_key("weight.2"));
+    }
+
+    #[test]
+    fn a_logged_config_keeps_its_settings_but_not_labels_or_weights_of_its_own() {
+        let name = ModelName::parse("fraud").unwrap();
+        let logged = r#"
+            name: "something_else"
+            max_batch_size: 8
+            parameters { key: "label.stale" value { string_value: "9" } }
+            parameters { key: "weight.9" value { string_value: "100" } }
+            parameters { key: "intra_op_thread_count" value { string_value: "2" } }
+        "#;
+        let model = registered(&[("champion", "2")], &[]);
+        let versions = BTreeMap::from([(2, ready(None))]);
+        let text = served_config(&name, Some(logged), &model, &versions, &served(&[2])).unwrap();
+        let cfg = config::parse_pbtxt(&text).unwrap();
+        assert_eq!((cfg.name.as_str(), cfg.max_batch_size), ("fraud", 8));
+        let params = parameters(&text);
+        assert_eq!(params.get("intra_op_thread_count").map(String::as_str), Some("2"));
+        assert!(
+            !params.contains_key("label.stale") && !params.contains_key("weight.9"),
+            "{params:?}"
+        );
+        assert_eq!(params.get("label.champion").map(String::as_str), Some("2"));
+    }
 }

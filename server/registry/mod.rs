@@ -256,11 +256,19 @@ impl Registry {
     pub async fn fetch(found: Found) -> Result<ModelSource, LoadError> {
         match found.place {
             Place::Folder(dir) => Ok(ModelSource { name: found.name, dir }),
-            Place::Remote { repository, .. } => match repository.materialize(&found.name).await {
-                Ok(Some(dir)) => Ok(ModelSource { name: found.name, dir }),
-                Ok(None) => Err(LoadError::NotInRepository),
-                Err(e) => Err(LoadError::Sync(e)),
-            },
+            Place::Remote { repository, .. } => {
+                // In a task of its own, so a caller that goes away (a load request's client disconnecting)
+                // does not leave a copy half-built.
+                let name = found.name.clone();
+                let built = tokio::spawn(async move { repository.materialize(&name).await })
+                    .await
+                    .map_err(|e| LoadError::Aborted(e.to_string()))?;
+                match built {
+                    Ok(Some(dir)) => Ok(ModelSource { name: found.name, dir }),
+                    Ok(None) => Err(LoadError::NotInRepository),
+                    Err(e) => Err(LoadError::Sync(e)),
+                }
+            }
         }
     }
 

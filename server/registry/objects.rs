@@ -16,23 +16,30 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
 
 use super::error::{chain, SyncError};
-use super::location::{Bucket, Location};
+use super::location::Location;
 use super::remote::{Fetch, Listed, RemoteFile, RemoteModel};
 use crate::model_name::ModelName;
 use crate::repository::paths;
 
 pub struct ObjectSource {
     repository: String,
+    /// Listings: a short timeout, so an unreachable store is reported in seconds.
     store: Arc<dyn ObjectStore>,
+    /// Downloads: a model file may take long.
+    downloads: Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
 }
 
+/// How long one listing request may take, and one download.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Bounded retries and timeouts: an unreachable store is reported within seconds, not minutes (the models
-/// keep serving meanwhile, and the next poll tries again).
-fn client_options() -> (ClientOptions, RetryConfig) {
+/// keep serving meanwhile, and the next poll tries again). `total`: one request, its body included.
+fn client_options(total: Duration) -> (ClientOptions, RetryConfig) {
     let options = ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(300));
+        .with_timeout(total);
     let retry = RetryConfig {
         max_retries: 2,
         retry_timeout: Duration::from_secs(15),
@@ -51,8 +58,12 @@ fn env_endpoint_is_http() -> bool {
 /// An S3 bucket's client: credentials, region and endpoint from the environment as AWS tools read them, or the
 /// endpoint a Triton-style URL names (an S3-compatible store at its own address: path-style requests, plain
 /// HTTP if it says so).
-pub(super) fn s3_store(bucket: &str, endpoint: Option<&str>) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-    let (options, retry) = client_options();
+pub(super) fn s3_store(
+    bucket: &str,
+    endpoint: Option<&str>,
+    total: Duration,
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let (options, retry) = client_options(total);
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_retry(retry)
@@ -73,23 +84,8 @@ impl ObjectSource {
             repository: repository.clone(),
             cause: chain(&e),
         };
-        let (options, retry) = client_options();
-        let (store, bucket): (Arc<dyn ObjectStore>, &Bucket) = match location {
-            Location::S3(b) => (s3_store(&b.bucket, b.endpoint.as_deref()).map_err(setup)?, b),
-            Location::Gcs(b) => {
-                let builder = GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&b.bucket)
-                    .with_retry(retry)
-                    .with_client_options(options);
-                (Arc::new(builder.build().map_err(setup)?), b)
-            }
-            Location::Azure(b) => {
-                let builder = MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&b.bucket)
-                    .with_retry(retry)
-                    .with_client_options(options);
-                (Arc::new(builder.build().map_err(setup)?), b)
-            }
+        let bucket = match location {
+            Location::S3(b) | Location::Gcs(b) | Location::Azure(b) => b,
             Location::Local(_) | Location::Mlflow(_) => {
                 return Err(SyncError::Setup {
                     repository,
@@ -97,10 +93,33 @@ impl ObjectSource {
                 })
             }
         };
+        let build = |total: Duration| -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+            let (options, retry) = client_options(total);
+            Ok(match location {
+                Location::Gcs(b) => Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&b.bucket)
+                        .with_retry(retry)
+                        .with_client_options(options)
+                        .build()?,
+                ),
+                Location::Azure(b) => Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&b.bucket)
+                        .with_retry(retry)
+                        .with_client_options(options)
+                        .build()?,
+                ),
+                _ => s3_store(&bucket.bucket, bucket.endpoint.as_deref(), total)?,
+            })
+        };
+        let store = build(LIST_TIMEOUT).map_err(setup)?;
+        let downloads = build(DOWNLOAD_TIMEOUT).map_err(setup)?;
         let prefix = (!bucket.prefix.is_empty()).then(|| ObjectPath::from(bucket.prefix.as_str()));
         Ok(Self {
             repository,
             store,
+            downloads,
             prefix,
         })
     }
@@ -151,24 +170,27 @@ impl ObjectSource {
                 etag,
                 size: meta.size,
                 fetch: Fetch::Object {
-                    store: self.store.clone(),
+                    store: self.downloads.clone(),
                     path: meta.location.clone(),
                 },
             };
             models.entry(name).or_default().files.insert(rel, file);
         }
-        // A zero-byte "folder" marker some tools write (`1/`) is a folder of other files, not a file.
+        // A zero-byte "folder" marker some tools write (`1/`) is a folder of other files, not a file. Keys are
+        // sorted, and a folder's files sort right after it (`1`, then `1/...`), unless a name such as `1.txt`
+        // sorts between: compare each key with the next few.
         for model in models.values_mut() {
-            let folders: Vec<String> = model
-                .files
-                .keys()
-                .filter(|k| {
-                    model
-                        .files
-                        .keys()
-                        .any(|o| o.len() > k.len() && o.starts_with(&format!("{k}/")))
+            let keys: Vec<&String> = model.files.keys().collect();
+            let folders: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .filter(|(i, k)| {
+                    keys[i + 1..]
+                        .iter()
+                        .take_while(|o| o.starts_with(k.as_str()))
+                        .any(|o| o.as_bytes().get(k.len()) == Some(&b'/'))
                 })
-                .cloned()
+                .map(|(_, k)| (*k).clone())
                 .collect();
             for f in folders {
                 model.files.remove(&f);

@@ -98,7 +98,8 @@ struct State {
     passed_over: Arc<Vec<String>>,
     /// Whether the last listing failed (the outage has been logged).
     down: bool,
-    refreshed: Option<Instant>,
+    /// When the last listing started, and how it ended.
+    last_try: Option<(Instant, Result<(), SyncError>)>,
 }
 
 pub struct RemoteRepository {
@@ -136,7 +137,7 @@ impl RemoteRepository {
                 listing: Arc::default(),
                 passed_over: Arc::default(),
                 down: false,
-                refreshed: None,
+                last_try: None,
             }),
             listing_lock: Default::default(),
             failures: AtomicU64::new(0),
@@ -174,12 +175,16 @@ impl RemoteRepository {
     pub async fn refresh(&self) -> Result<(), SyncError> {
         let asked = Instant::now();
         let _one = self.listing_lock.lock().await;
-        // A listing that finished after this caller asked is as fresh as the one it would make.
-        if self.state().refreshed.is_some_and(|t| t >= asked) {
-            return Ok(());
+        // A listing that started after this caller asked is as fresh as the one it would make; its outcome
+        // answers this caller too (so callers queued behind a store that times out wait for one try, not one
+        // each).
+        if let Some((started, outcome)) = &self.state().last_try {
+            if *started >= asked {
+                return outcome.clone();
+            }
         }
         let started = Instant::now();
-        match self.list().await {
+        let outcome = match self.list().await {
             Ok(listed) => {
                 tracing::debug!(
                     repository = %self.name,
@@ -197,7 +202,9 @@ impl RemoteRepository {
                 self.failed(&e);
                 Err(e)
             }
-        }
+        };
+        self.state().last_try = Some((started, outcome.clone()));
+        outcome
     }
 
     fn listed(&self, listed: Listed) {
@@ -210,14 +217,16 @@ impl RemoteRepository {
         state.down = false;
         state.listing = Arc::new(listed.models);
         state.passed_over = Arc::new(listed.passed_over);
-        state.refreshed = Some(Instant::now());
     }
 
     fn failed(&self, e: &SyncError) {
         self.failures.fetch_add(1, Relaxed);
         let mut state = self.state();
         if !state.down {
-            tracing::error!(repository = %self.name, "{e}; its models keep serving, and it is retried at every poll");
+            tracing::error!(
+                repository = %self.name,
+                "{e}; its models keep serving, and it is listed again at the next poll, load or index request"
+            );
         }
         state.down = true;
     }

@@ -109,6 +109,10 @@ impl From<LoadFailure> for InferError {
             LoadError::Staging(_) | LoadError::Repository { .. } | LoadError::Aborted(_) => {
                 InferError::Internal(f.to_string())
             }
+            // The cache's own disk.
+            LoadError::Sync(SyncError::Cache { .. }) => InferError::Internal(f.to_string()),
+            // The store (or the way to it) failed, not the request: worth asking again later.
+            LoadError::Sync(_) => InferError::Unavailable(f.to_string()),
             _ => InferError::InvalidArgument(f.to_string()),
         }
     }

@@ -60,7 +60,7 @@ def test_the_example_models_serve_from_s3_beside_a_local_repository(store, tmp_p
         assert grpc.is_model_ready("simple")
         # Each model's files were fetched once, into a complete copy in the cache.
         assert "model 'mlp' from " in s.log() and "2 file(s) fetched" in s.log()
-        copies = list((tmp_path / "cache").glob("*/mlp/*/1/model.onnx"))
+        copies = list((tmp_path / "cache").glob("*/models/mlp/*/1/model.onnx"))
         assert len(copies) == 1
         assert copies[0].read_bytes() == (MODELS / "mlp" / "1" / "model.onnx").read_bytes()
         assert s.metric("inferd_repository_sync_failures_total", repository=store.url(bucket, "team/repo")) == 0
@@ -177,17 +177,18 @@ def test_a_copy_that_never_completed_is_not_served_from_the_cache(own_store, tmp
     with Inferd(tmp_path, [repo], cache_args(tmp_path), env=credentials(), name="first"):
         pass
     # A crash while the next copy was being built left it half-made, and the complete copy was lost.
-    [copy] = list((tmp_path / "cache").glob("*/mlp/*/1/model.onnx"))
+    [copy] = list((tmp_path / "cache").glob("*/models/mlp/*/1/model.onnx"))
     model_root = copy.parent.parent.parent
     half = model_root / ".partial-0123456789abcdef01234567-1-0" / "1"
     half.mkdir(parents=True)
-    (half / "model.onnx.download").write_bytes(copy.read_bytes()[:100])
+    downloading = model_root / ".partial-0123456789abcdef01234567-1-0.7"
+    downloading.write_bytes(copy.read_bytes()[:100])
     shutil.rmtree(copy.parent.parent)
     own_store.stop()
     code, out = run_inferd(["--model-repository", repo, *cache_args(tmp_path), "--exit-on-error", "true"],
                            env=credentials())
     assert code != 0 and f"cannot list model repository {repo}" in out, out
-    assert not half.parent.exists(), "the interrupted copy is cleared"
+    assert not half.parent.exists() and not downloading.exists(), "the interrupted copy is cleared"
 
 
 def test_wrong_credentials_or_a_missing_bucket_fail_naming_the_store_and_the_cause(store, tmp_path):
