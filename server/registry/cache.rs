@@ -26,8 +26,8 @@ const INDEX: &str = "index.json";
 const LOCK: &str = ".lock";
 /// Model copies live here, apart from the index and the lock, so no model name can collide with them.
 const MODELS: &str = "models";
-/// Copies and downloads in progress: `<model>/.partial-<digest>-<n>` (a copy), `<model>/.partial-<digest>-<n>.<i>`
-/// (a file downloading), beside the complete copies, so no path a listing names can collide with them.
+/// Copies and downloads in progress: `<model>/.partial-<digest>-<n>` (a copy) and `<model>/.partial-<digest>-<n>.d/`
+/// (its files downloading), beside the complete copies, so no path a listing names can collide with them.
 const PARTIAL: &str = ".partial-";
 
 /// A model's complete copy, as the index records it.
@@ -193,16 +193,20 @@ impl Mirror {
             std::process::id(),
             NEXT.fetch_add(1, Relaxed)
         ));
-        tokio::fs::create_dir_all(&staging)
-            .await
-            .map_err(SyncError::cache(&staging))?;
+        let downloads = PathBuf::from(format!("{}.d", staging.display()));
+        for dir in [&staging, &downloads] {
+            tokio::fs::create_dir_all(dir).await.map_err(SyncError::cache(dir))?;
+        }
         // The shared semaphore bounds the downloads; linking unchanged files needs no bound.
         let jobs: Vec<_> = model
             .files
             .iter()
-            .map(|(path, file)| self.place(repository, &staging, path, file, previous.as_ref()))
+            .map(|(path, file)| self.place(repository, (&staging, &downloads), path, file, previous.as_ref()))
             .collect();
-        let placed = match futures::future::try_join_all(jobs).await {
+        let placed = futures::future::try_join_all(jobs).await;
+        // Downloads the first failure cut short (dropped mid-write) left their files here.
+        let _ = tokio::fs::remove_dir_all(&downloads).await;
+        let placed = match placed {
             Ok(placed) => placed,
             Err(e) => {
                 let _ = tokio::fs::remove_dir_all(&staging).await;
@@ -249,7 +253,7 @@ impl Mirror {
     async fn place(
         &self,
         repository: &str,
-        staging: &Path,
+        (staging, downloads): (&Path, &Path),
         path: &str,
         file: &RemoteFile,
         previous: Option<&(PathBuf, CachedModel)>,
@@ -278,7 +282,7 @@ impl Mirror {
         })?;
         static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
         // Beside the copy, not in it: no path a listing names can be this one.
-        let partial = PathBuf::from(format!("{}.{}", staging.display(), NEXT_FILE.fetch_add(1, Relaxed)));
+        let partial = downloads.join(NEXT_FILE.fetch_add(1, Relaxed).to_string());
         let got = self.fetch(repository, path, file, &partial).await;
         let got = match got {
             Ok(n) => n,
@@ -350,7 +354,7 @@ impl Mirror {
         let gone: Vec<String> = index
             .models
             .keys()
-            .filter(|name| !listing.keys().any(|n| n.as_str() == name.as_str()))
+            .filter(|name| ModelName::parse(name).map_or(true, |n| !listing.contains_key(&n)))
             .cloned()
             .collect();
         if gone.is_empty() {

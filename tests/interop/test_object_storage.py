@@ -181,7 +181,8 @@ def test_a_copy_that_never_completed_is_not_served_from_the_cache(own_store, tmp
     model_root = copy.parent.parent.parent
     half = model_root / ".partial-0123456789abcdef01234567-1-0" / "1"
     half.mkdir(parents=True)
-    downloading = model_root / ".partial-0123456789abcdef01234567-1-0.7"
+    downloading = model_root / ".partial-0123456789abcdef01234567-1-0.d" / "7"
+    downloading.parent.mkdir()
     downloading.write_bytes(copy.read_bytes()[:100])
     shutil.rmtree(copy.parent.parent)
     own_store.stop()
