@@ -1,7 +1,8 @@
 //! The model lifecycle, in one place for start-up, the repository API and the poll watcher alike: find a model
-//! (in the repositories the `registry` knows, local or remote, or in the files a load request carries), load its versions, install them in the
-//! routing table (a failed reload leaves the serving versions in place, with the reason beside them), and
-//! retire the versions that left the table: they are unloading until the last request holding them ends.
+//! (in the repositories the `registry` knows, local or remote, or in the files a load request carries), load its
+//! versions, install them in the routing table (a failed reload leaves the serving versions in place, with the
+//! reason beside them), and retire the versions that left the table: they are unloading until the last request
+//! holding them ends.
 //!
 //! Changes to one model (load, unload, a traffic policy set through admin) happen one at a time, in the order
 //! they were asked for; different models load side by side.
@@ -155,7 +156,7 @@ impl Lifecycle {
             .map_err(|e| StartError::Repository(LoadError::Aborted(e.to_string())))?
             .map_err(StartError::Repository)?;
         for skipped in &scan.passed_over {
-            tracing::warn!("model repository: passing over a folder no request could name: {skipped}");
+            crate::registry::warn_passed_over(skipped);
         }
         if let Some(missing) = only.and_then(|names| names.iter().find(|n| !scan.models.contains_key(*n))) {
             return Err(StartError::NotInRepository(missing.clone()));

@@ -114,7 +114,7 @@ pub async fn watch(
         };
         for skipped in &skipped {
             if passed_over.insert(skipped.clone()) {
-                tracing::warn!("model repository: passing over a folder no request could name: {skipped}");
+                crate::registry::warn_passed_over(skipped);
             }
         }
         let mut now = now;

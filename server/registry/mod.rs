@@ -141,6 +141,11 @@ impl Scan {
     }
 }
 
+/// Says that a scan passed over something no request could name (a folder, a key, a registered model).
+pub fn warn_passed_over(item: &str) {
+    tracing::warn!("model repository: passing over what no request could name: {item}");
+}
+
 /// The cache folder when `--model-cache-dir` is not given: the user's cache folder, as XDG places it.
 pub fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -233,10 +238,10 @@ impl Registry {
                     }
                 }
                 Repository::Remote(remote) => {
-                    let passed_over = remote.passed_over();
+                    let listed = remote.listed();
                     scan.passed_over
-                        .extend(passed_over.iter().map(|p| format!("{}: {p}", remote.name())));
-                    for (name, model) in remote.listing().iter() {
+                        .extend(listed.passed_over.iter().map(|p| format!("{}: {p}", remote.name())));
+                    for (name, model) in &listed.models {
                         scan.add(Found {
                             name: name.clone(),
                             place: Place::Remote {

@@ -93,13 +93,16 @@ enum Source {
 }
 
 struct State {
-    listing: Arc<Listing>,
-    /// What the last good listing passed over (keys no request could name).
-    passed_over: Arc<Vec<String>>,
-    /// Whether the last listing failed (the outage has been logged).
-    down: bool,
-    /// When the last listing started, and how it ended.
+    /// The last good listing (or, after a start with the store unreachable, what the cache holds).
+    listed: Arc<Listed>,
+    /// When the last listing started, and how it ended (an error: the store is down, and that was logged).
     last_try: Option<(Instant, Result<(), SyncError>)>,
+}
+
+impl State {
+    fn down(&self) -> bool {
+        matches!(self.last_try, Some((_, Err(_))))
+    }
 }
 
 pub struct RemoteRepository {
@@ -134,9 +137,7 @@ impl RemoteRepository {
             source,
             mirror,
             state: Mutex::new(State {
-                listing: Arc::default(),
-                passed_over: Arc::default(),
-                down: false,
+                listed: Arc::default(),
                 last_try: None,
             }),
             listing_lock: Default::default(),
@@ -160,14 +161,9 @@ impl RemoteRepository {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The last good listing.
-    pub fn listing(&self) -> Arc<Listing> {
-        self.state().listing.clone()
-    }
-
-    /// What the last good listing passed over.
-    pub fn passed_over(&self) -> Arc<Vec<String>> {
-        self.state().passed_over.clone()
+    /// The last good listing: the models, and what was passed over.
+    pub fn listed(&self) -> Arc<Listed> {
+        self.state().listed.clone()
     }
 
     /// Lists the repository again. A failure keeps the last good listing; it is counted, logged once per
@@ -195,7 +191,7 @@ impl RemoteRepository {
                     started.elapsed().as_secs_f64() * 1e3
                 );
                 self.mirror.prune(&listed.models).await;
-                self.listed(listed);
+                self.succeeded(listed);
                 Ok(())
             }
             Err(e) => {
@@ -207,28 +203,26 @@ impl RemoteRepository {
         outcome
     }
 
-    fn listed(&self, listed: Listed) {
+    /// Takes a good listing (before `last_try` records it).
+    fn succeeded(&self, listed: Listed) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.last_sync_ms.store(now.as_millis() as u64, Relaxed);
         let mut state = self.state();
-        if state.down {
+        if state.down() {
             tracing::info!(repository = %self.name, "model repository {} is reachable again: resyncing", self.name);
         }
-        state.down = false;
-        state.listing = Arc::new(listed.models);
-        state.passed_over = Arc::new(listed.passed_over);
+        state.listed = Arc::new(listed);
     }
 
+    /// Counts a failed listing, logging the first of an outage (before `last_try` records it).
     fn failed(&self, e: &SyncError) {
         self.failures.fetch_add(1, Relaxed);
-        let mut state = self.state();
-        if !state.down {
+        if !self.state().down() {
             tracing::error!(
                 repository = %self.name,
                 "{e}; its models keep serving, and it is listed again at the next poll, load or index request"
             );
         }
-        state.down = true;
     }
 
     /// The first listing, at start. When the store cannot be listed, the models whose complete copies the
@@ -249,14 +243,17 @@ impl RemoteRepository {
             self.name,
             self.mirror.root().display()
         );
-        self.state().listing = Arc::new(cached);
+        self.state().listed = Arc::new(Listed {
+            models: cached,
+            passed_over: Vec::new(),
+        });
         Ok(())
     }
 
     /// The folder holding a complete copy of `model` as last listed, downloading what the cache lacks.
     pub async fn materialize(&self, model: &ModelName) -> Result<Option<PathBuf>, SyncError> {
-        let listing = self.listing();
-        let Some(files) = listing.get(model) else {
+        let listed = self.listed();
+        let Some(files) = listed.models.get(model) else {
             return Ok(None);
         };
         self.mirror.materialize(&self.name, model, files).await.map(Some)
