@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-registry bench-overload soak fuzz fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-health bench-registry bench-overload soak fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -21,6 +21,8 @@ test: export INFERD_REQUIRE_FIXTURES = 1
 test: setup
 	# The real stores the remote-repository tests run against: an S3-compatible server and an MLflow server.
 	scripts/setup_registry.sh
+	# Chromium for the dashboard test (tests/interop/test_dashboard.py), from Debian's packages.
+	scripts/setup_browser.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --locked
 	$(CARGO) build --locked --bin inferd
@@ -40,6 +42,10 @@ bench: setup
 # Metrics on against --allow-metrics false, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of metrics").
 bench-metrics: build
 	scripts/bench_metrics.py
+
+# Drift watching and value rules on against off, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of model health").
+bench-health: build
+	scripts/bench_health.py
 
 # Time to ready from S3 (cold, warm cache) and from disk; one poll of 100 models (benches/RESULTS.md).
 bench-registry: build

@@ -241,12 +241,15 @@ fn main() {
             "--grpc-port",
             "0",
         ];
-        let Cli {
-            command: Command::Serve(args),
-        } = Cli::parse_from(
-            argv.iter()
-                .chain(&["--metrics-port", "0", "--grpc-address", "127.0.0.1"]),
-        );
+        let Command::Serve(args) =
+            Cli::parse_from(
+                argv.iter()
+                    .chain(&["--metrics-port", "0", "--grpc-address", "127.0.0.1"]),
+            )
+            .command
+        else {
+            unreachable!("the arguments say serve")
+        };
         inferd::server::start(args).await.expect("server starts")
     });
     let url = format!("http://{}", server.grpc_addr.unwrap());

@@ -22,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the models of a model repository over HTTP/REST and gRPC, with Prometheus metrics.
     Serve(ServeArgs),
+    /// Make a model version's reference profile (profile.json), which drift is watched against.
+    ///
+    /// Runs reference data through the model as the server would, and records what it received and answered.
+    Profile(ProfileArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -174,4 +178,42 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProfileArgs {
+    /// Model repository folder (Triton layout) holding the model.
+    #[arg(long = "model-repository", default_value = "models")]
+    pub model_repository: PathBuf,
+    /// The model to profile.
+    #[arg(long)]
+    pub model: String,
+    /// The version to profile (default: the newest one its version policy serves).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub version: Option<i64>,
+    /// Reference data: `.npy` (a model with one input; rows along the first dimension), `.npz` (one array
+    /// per input, named as the input), or `.jsonl`/`.json` (KServe V2 infer request bodies, one per line).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the profile (default: profile.json in the version's folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// An output to profile as a classifier (the share of rows per argmax class). Repeat for several.
+    /// Default: outputs with a label_filename.
+    #[arg(long = "classifier", value_name = "OUTPUT")]
+    pub classifiers: Vec<String>,
+    /// An output to profile as an embedding (cosine similarity to the reference centroid). Repeat for
+    /// several. Default: outputs whose name contains "embed".
+    #[arg(long = "embedding", value_name = "OUTPUT")]
+    pub embeddings: Vec<String>,
+    /// Rows per execution (default and most: the model's max_batch_size).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
+    /// ONNX Runtime library (libonnxruntime.so.1.31.1), for ONNX models. Found beside the binary or in the
+    /// checkout's .deps/lib when not given.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Threads the model uses per execution (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub intra_op_threads: usize,
 }

@@ -14,16 +14,19 @@
 //!
 //! Beside the path: `stats` and `metrics` (Prometheus), `rollback` (the traffic guard), `request_log`, `tls`,
 //! `gpu`, `memory`, and `server` (starting and stopping it all from the `cli`).
+//! Offline: `profiler` (`inferd profile`) makes from reference data the profile `health` watches drift against.
 pub mod admin;
 pub mod backend;
 pub mod classification;
 pub mod cli;
 pub mod error;
 pub mod gpu;
+pub mod health;
 pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod model_name;
+pub mod profiler;
 pub mod proto;
 pub mod protocol;
 pub mod registry;

@@ -1,3 +1,5 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use inferd::cli::{Cli, Command, LogFormat};
 
@@ -15,10 +17,40 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let Cli {
-        command: Command::Serve(args),
-    } = Cli::parse();
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve_main(args).map(|()| ExitCode::SUCCESS),
+        Command::Profile(args) => Ok(profile(args)),
+    }
+}
+
+/// `inferd profile`: one job from start to end, no server; its one line of output on stdout, warnings and the
+/// error on stderr.
+fn profile(args: inferd::cli::ProfileArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    // As for serving: candle's pool is sized before any thread starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = inferd::profiler::threads(args.intra_op_threads);
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    match inferd::profiler::run(&args) {
+        Ok(written) => {
+            println!("{written}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("inferd profile: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_main(args: inferd::cli::ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     // candle sizes its thread pool from RAYON_NUM_THREADS (all cores by default, several times slower on a
     // shared machine); set it before any thread starts, unless the user already has.

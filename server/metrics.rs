@@ -11,7 +11,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::lifecycle::Lifecycle;
 use crate::request::Protocol;
-use crate::routing::ModelEntry;
+use crate::routing::{ModelEntry, RoutingTable};
 use crate::serving::Serving;
 use crate::stats::{Arm, FailReason, HistogramSnapshot, DURATION_BOUNDS_NS};
 
@@ -273,7 +273,7 @@ fn model_families(serving: &Serving, lifecycle: &Lifecycle) -> Vec<MetricFamily>
         }
     }
 
-    [
+    let mut families: Vec<MetricFamily> = [
         success,
         failure,
         count,
@@ -303,7 +303,69 @@ fn model_families(serving: &Serving, lifecycle: &Lifecycle) -> Vec<MetricFamily>
     ]
     .into_iter()
     .filter_map(Family::finished)
-    .collect()
+    .collect();
+    families.extend(health_families(&table));
+    families
+}
+
+/// Drift scores of every watched version's latest window, arm divergence, and input-rule violations.
+fn health_families(table: &RoutingTable) -> Vec<MetricFamily> {
+    let mut psi = Family::gauge(
+        "inferd_drift_psi",
+        "Population stability index of a feature over the latest drift window, against the reference profile",
+    );
+    let mut js = Family::gauge(
+        "inferd_drift_js",
+        "Jensen-Shannon distance (base 2) of a feature over the latest drift window, against the reference",
+    );
+    let mut psi_max = Family::gauge(
+        "inferd_drift_psi_max",
+        "The worst feature's PSI over the latest drift window (inputs and outputs)",
+    );
+    let mut windows = Family::counter("inferd_drift_windows_total", "Drift windows completed");
+    let mut divergence = Family::gauge(
+        "inferd_arm_divergence",
+        "Largest Jensen-Shannon distance between a split-traffic version's outputs and the stable arm's, over \
+         their latest drift windows",
+    );
+    let mut violations = Family::counter(
+        "inferd_validation_failures_total",
+        "Requests served in flag mode whose input broke a validate.* rule, by input and rule",
+    );
+    let mut names: Vec<&String> = table.models.keys().collect();
+    names.sort();
+    for name in names {
+        let entry = &table.models[name];
+        for lv in entry.versions.values() {
+            let version = lv.version.to_string();
+            let mv = [("model", name.as_str()), ("version", version.as_str())];
+            if let Some(monitor) = lv.health.monitor() {
+                windows.set(&mv, monitor.progress().1 as f64);
+                if let Some(report) = monitor.latest() {
+                    psi_max.set(&mv, report.psi_max);
+                    for t in report.inputs.iter().chain(&report.outputs) {
+                        for f in &t.features {
+                            let labels = [mv[0], mv[1], ("tensor", t.name.as_str()), ("feature", f.name.as_str())];
+                            psi.set(&labels, f.psi.unwrap_or_default());
+                            js.set(&labels, f.js.unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            if let Some((_, d)) = entry.arm_divergence(lv.version) {
+                divergence.set(&mv, d);
+            }
+            if let Some(rules) = &lv.health.rules {
+                for (input, rule, n) in rules.failures() {
+                    violations.set(&[mv[0], mv[1], ("input", input), ("rule", rule.label())], n as f64);
+                }
+            }
+        }
+    }
+    [psi, js, psi_max, windows, divergence, violations]
+        .into_iter()
+        .filter_map(Family::finished)
+        .collect()
 }
 
 /// Triton's GPU gauges, one series per GPU by uuid; none without a GPU (or without the `cuda` feature).

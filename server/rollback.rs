@@ -1,6 +1,6 @@
 //! Automatic rollback: once a second, each model whose traffic policy names a guard has its guarded version's
-//! failures and p99 latency read over the guard's window (from two snapshots of its statistics); on a breach
-//! with enough requests, the version's weight drops to 0, the event is logged, and `inferd_rollbacks_total`
+//! failures and p99 latency read over the guard's window (from two snapshots of its statistics), and its
+//! outputs' divergence from the stable arm's (their latest drift windows); on a breach with enough requests, the version's weight drops to 0, the event is logged, and `inferd_rollbacks_total`
 //! counts it.
 //!
 //! A window belongs to one loaded version: a reload starts a new one (the new version's counters start at
@@ -34,7 +34,12 @@ struct Window {
 
 /// Adds `now` to `samples` (dropping readings older than the guard's window) and says why the version breached
 /// its guard since the oldest reading, with how many requests that covers, if it did.
-fn judge(guard: &Guard, samples: &mut VecDeque<Sample>, now: Sample) -> Option<(String, u64)> {
+fn judge(
+    guard: &Guard,
+    samples: &mut VecDeque<Sample>,
+    now: Sample,
+    divergence: Option<(i64, f64)>,
+) -> Option<(String, u64)> {
     let window = Duration::from_secs(guard.window_secs.max(1));
     while samples.front().is_some_and(|f| now.at.duration_since(f.at) > window) {
         samples.pop_front();
@@ -48,9 +53,16 @@ fn judge(guard: &Guard, samples: &mut VecDeque<Sample>, now: Sample) -> Option<(
         }
         let error_rate = failed as f64 / requests as f64;
         let p99_ms = now.latency.since(&first.latency).quantile(DURATION_BOUNDS_NS, 0.99) as f64 / 1e6;
-        let why = match (guard.max_error_rate, guard.max_p99_ms) {
-            (Some(max), _) if error_rate > max => format!("error rate {error_rate:.3} > {max}"),
-            (_, Some(max)) if p99_ms > max => format!("p99 {p99_ms:.1} ms > {max} ms"),
+        let why = match (
+            guard.max_error_rate,
+            guard.max_p99_ms,
+            guard.max_divergence.zip(divergence),
+        ) {
+            (Some(max), _, _) if error_rate > max => format!("error rate {error_rate:.3} > {max}"),
+            (_, Some(max), _) if p99_ms > max => format!("p99 {p99_ms:.1} ms > {max} ms"),
+            (_, _, Some((max, (stable, d)))) if d > max => {
+                format!("output divergence {d:.3} from version {stable} > {max}")
+            }
             _ => return None,
         };
         Some((why, requests))
@@ -106,7 +118,8 @@ pub async fn guard(routes: Arc<Routes>, stop: impl std::future::Future<Output = 
                     failed: s.fail.count(),
                     latency: s.request_durations(),
                 };
-                if let Some((why, requests)) = judge(g, &mut window.samples, sample) {
+                let divergence = g.max_divergence.and_then(|_| entry.arm_divergence(g.version));
+                if let Some((why, requests)) = judge(g, &mut window.samples, sample, divergence) {
                     breaches.push((name.clone(), lv.clone(), why, requests));
                 }
             }
@@ -144,6 +157,7 @@ mod tests {
             version: 2,
             max_error_rate: Some(0.5),
             max_p99_ms: None,
+            max_divergence: Some(0.3),
             min_requests: 5,
             window_secs: 30,
         }
@@ -163,16 +177,30 @@ mod tests {
         let t = Instant::now();
         let mut samples = VecDeque::new();
         assert!(
-            judge(&guard(), &mut samples, sample(t, 0, 0)).is_none(),
+            judge(&guard(), &mut samples, sample(t, 0, 0), None).is_none(),
             "nothing to compare with yet"
         );
         assert!(
-            judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 4, 4)).is_none(),
+            judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 4, 4), None).is_none(),
             "4 < 5"
         );
-        let (why, requests) = judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 10, 9)).unwrap();
+        let (why, requests) = judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 10, 9), None).unwrap();
         assert_eq!(requests, 10);
         assert!(why.starts_with("error rate 0.900 > 0.5"), "{why}");
+    }
+
+    #[test]
+    fn outputs_diverging_from_the_stable_arm_breach_the_guard() {
+        let t = Instant::now();
+        let mut samples = VecDeque::new();
+        judge(&guard(), &mut samples, sample(t, 0, 0), None);
+        let later = sample(t + Duration::from_secs(1), 10, 0);
+        assert!(
+            judge(&guard(), &mut samples.clone(), later.clone(), Some((1, 0.2))).is_none(),
+            "0.2 <= 0.3"
+        );
+        let (why, _) = judge(&guard(), &mut samples, later, Some((1, 0.45))).unwrap();
+        assert_eq!(why, "output divergence 0.450 from version 1 > 0.3");
     }
 
     #[test]
@@ -180,20 +208,20 @@ mod tests {
         // A reload's new counters start at 0: 0 - 3 must not read as 2^64 - 3 requests, all failed.
         let t = Instant::now();
         let mut samples = VecDeque::new();
-        judge(&guard(), &mut samples, sample(t, 3, 3));
-        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 0, 0)).is_none());
+        judge(&guard(), &mut samples, sample(t, 3, 3), None);
+        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(1), 0, 0), None).is_none());
         assert_eq!(samples.len(), 1, "the window starts again from the new reading");
-        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 4, 0)).is_none());
+        assert!(judge(&guard(), &mut samples, sample(t + Duration::from_secs(2), 4, 0), None).is_none());
     }
 
     #[test]
     fn readings_older_than_the_window_are_dropped() {
         let t = Instant::now();
         let mut samples = VecDeque::new();
-        judge(&guard(), &mut samples, sample(t, 0, 0));
+        judge(&guard(), &mut samples, sample(t, 0, 0), None);
         let later = t + Duration::from_secs(31);
         assert!(
-            judge(&guard(), &mut samples, sample(later, 100, 100)).is_none(),
+            judge(&guard(), &mut samples, sample(later, 100, 100), None).is_none(),
             "the old reading left"
         );
         assert_eq!(samples.len(), 1);

@@ -49,6 +49,37 @@ impl ModelEntry {
     }
 }
 
+impl ModelEntry {
+    /// The arm a split-traffic version is compared with: the version labelled `stable`, else the one with the
+    /// largest weight (the lower version on a tie); never `version` itself, and only a loaded one.
+    pub fn stable_arm(&self, version: i64) -> Option<i64> {
+        let loaded = |v: &i64| *v != version && self.versions.contains_key(v);
+        if let Some(&stable) = self.traffic.labels.get("stable").filter(|v| loaded(v)) {
+            return Some(stable);
+        }
+        self.traffic
+            .weights
+            .iter()
+            .filter(|(v, &w)| w > 0 && loaded(v))
+            .max_by(|(va, wa), (vb, wb)| wa.cmp(wb).then(vb.cmp(va)))
+            .map(|(&v, _)| v)
+    }
+
+    /// How far a version's outputs over its latest drift window are from its stable arm's over theirs (the
+    /// largest Jensen–Shannon distance over their output features), with the stable arm's version; None when
+    /// the version has no weight in the split or either has no complete window.
+    pub fn arm_divergence(&self, version: i64) -> Option<(i64, f64)> {
+        if self.traffic.weights.get(&version).copied().unwrap_or(0) == 0 {
+            return None;
+        }
+        let stable = self.stable_arm(version)?;
+        let latest = |v: i64| self.versions.get(&v)?.health.monitor()?.latest();
+        let (own, theirs) = (latest(version)?, latest(stable)?);
+        let d = crate::health::drift::divergence(&own, &theirs)?;
+        Some((stable, d))
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct RoutingTable {
     pub models: HashMap<String, ModelEntry>,

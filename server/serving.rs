@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::classification;
 use crate::error::{InferError, InferResult};
+use crate::health::Drift;
 use crate::model_name::ModelRef;
 use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
 use crate::request::{InferRequest, InferResponse, RequestedOutput};
@@ -216,6 +217,37 @@ impl Serving {
         Ok((*self.routes.load().resolve(&model.name, model.version())?.config).clone())
     }
 
+    /// The drift of one version (the one a request naming no version would reach, unless named): the latest
+    /// complete window's scores against its reference profile, or, before one completes, the reference alone.
+    pub fn drift(&self, model: &ModelRef) -> InferResult<serde_json::Value> {
+        let table = self.routes.load();
+        let lv = table.resolve(&model.name, model.version())?;
+        let monitor = match &lv.health.drift {
+            Drift::Watching(m) => m,
+            Drift::Off(why) => return Err(InferError::NotFound(why.clone())),
+        };
+        let (pending_rows, completed) = monitor.progress();
+        let latest = monitor.latest();
+        let (inputs, outputs) = match &latest {
+            Some(r) => (r.inputs.clone(), r.outputs.clone()),
+            None => monitor.pending(),
+        };
+        Ok(serde_json::json!({
+            "model": lv.spec.name,
+            "version": lv.version.to_string(),
+            "profile": monitor.path.display().to_string(),
+            "window_rows": monitor.config.window,
+            "sample": monitor.config.sample,
+            "reference_rows": monitor.profile.rows,
+            "windows_completed": completed,
+            "pending_rows": pending_rows,
+            "updated": latest.as_ref().map(|r| r.updated),
+            "psi_max": latest.as_ref().map(|r| r.psi_max),
+            "inputs": inputs,
+            "outputs": outputs,
+        }))
+    }
+
     /// Triton's statistics for one version, every version of one model, or every model (`None`).
     pub fn model_statistics(&self, model: Option<&ModelRef>) -> InferResult<proto::ModelStatisticsResponse> {
         let table = self.routes.load();
@@ -302,10 +334,23 @@ fn select_outputs(spec: &ModelSpec, requested: &[RequestedOutput]) -> InferResul
 async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant) -> InferResult<InferResponse> {
     let spec = &version.spec;
     let selected = select_outputs(spec, &req.outputs)?;
+    let watched;
     let submission = {
         let priority = req.unsigned_parameter("priority")?;
         let timeout_us = req.unsigned_parameter("timeout")?;
         let validated = validate(spec, std::mem::take(&mut req.inputs))?;
+        if let Some(rules) = &version.health.rules {
+            rules.check(&validated.inputs, validated.batch, &spec.name, version.version, &req.id)?;
+        }
+        // The monitor sees the inputs after the model ran; keeping them costs a reference count each.
+        watched = version.health.monitor().map(|monitor| {
+            let inputs: Vec<_> = validated
+                .inputs
+                .iter()
+                .map(|t| t.as_ref().map(|t| t.data.clone()))
+                .collect();
+            (monitor, inputs, validated.batch)
+        });
         Submission {
             inputs: validated.inputs,
             rows: validated.batch,
@@ -315,6 +360,9 @@ async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant)
         }
     };
     let all = version.scheduler.submit(submission).await?;
+    if let Some((monitor, inputs, rows)) = &watched {
+        monitor.observe(inputs, &all, *rows);
+    }
     let outputs = if selected.is_empty() {
         all
     } else {

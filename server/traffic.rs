@@ -62,6 +62,10 @@ pub struct Guard {
     /// Largest p99 request latency over the window, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_ms: Option<f64>,
+    /// Largest divergence (Jensen–Shannon distance, 0 to 1) of the version's outputs from the stable arm's over
+    /// their latest drift windows (both need a profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_divergence: Option<f64>,
     /// Requests the window must hold before it is judged.
     #[serde(default = "Guard::default_min_requests")]
     pub min_requests: u64,
@@ -103,6 +107,7 @@ impl TrafficPolicy {
             version: 0,
             max_error_rate: None,
             max_p99_ms: None,
+            max_divergence: None,
             min_requests: Guard::default_min_requests(),
             window_secs: Guard::default_window_secs(),
         };
@@ -126,6 +131,7 @@ impl TrafficPolicy {
                     "version" => guard_version = Some(parse(key, value, "a version number")?),
                     "max_error_rate" => guard.max_error_rate = Some(parse(key, value, "a number from 0 to 1")?),
                     "max_p99_ms" => guard.max_p99_ms = Some(parse(key, value, "a number of milliseconds")?),
+                    "max_divergence" => guard.max_divergence = Some(parse(key, value, "a number from 0 to 1")?),
                     "min_requests" => guard.min_requests = parse(key, value, "a number of requests")?,
                     "window_secs" => guard.window_secs = parse(key, value, "a number of seconds")?,
                     _ => return Err(TrafficError::Unknown(key.clone())),

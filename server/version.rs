@@ -1,7 +1,8 @@
 //! One version of a model, loaded and serving: what it declares, its queue and instances, its statistics, and
-//! the class labels its outputs name.
+//! the class labels its outputs name, and its health checks (drift, input rules).
 use std::sync::Arc;
 
+use crate::health::Health;
 use crate::proto::ModelConfig;
 use crate::scheduler::Scheduler;
 use crate::spec::ModelSpec;
@@ -16,4 +17,6 @@ pub struct LoadedVersion {
     /// Per output (in `spec.outputs` order): the labels of its classes, one per line of the output's
     /// `label_filename`; empty without one.
     pub labels: Vec<Vec<String>>,
+    /// Its drift monitor and input rules.
+    pub health: Health,
 }

@@ -271,11 +271,18 @@ async fn every_metric_the_deploy_files_use_is_served() {
         let text = std::fs::read_to_string(&p).unwrap();
         for token in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             // GPU metrics exist only on GPU builds with a GPU (see server/gpu.rs); the repository sync metrics
-            // only with a remote repository (tests/interop/test_deploy.py checks them on a server reading S3).
+            // only with a remote repository (tests/interop/test_deploy.py checks them on a server reading S3);
+            // the model-health ones only for a version with a profile or rules (tests/interop/test_drift.py).
+            let elsewhere = [
+                "inferd_repository_",
+                "inferd_drift_",
+                "inferd_arm_",
+                "inferd_validation_",
+            ];
             if ["nv_inference_", "inferd_", "process_"]
                 .iter()
                 .any(|p| token.starts_with(p))
-                && !token.starts_with("inferd_repository_")
+                && !elsewhere.iter().any(|p| token.starts_with(p))
             {
                 used.insert((token.to_string(), p.clone()));
             }

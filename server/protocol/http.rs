@@ -87,7 +87,10 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(model_stats))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer))
+        .route("/v2/models/{model}/drift", get(model_drift))
+        .route("/v2/models/{model}/versions/{version}/drift", get(model_drift))
         .route("/v2/models/{model}/traffic", get(get_traffic).put(put_traffic))
+        .route("/dashboard", super::dashboard::route(&api))
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route("/v2/repository/models/{model}/unload", post(repository_unload))
@@ -155,6 +158,10 @@ async fn all_stats(State(api): State<Api>) -> InferResult<Json<serde_json::Value
 async fn model_stats(State(api): State<Api>, Target(m): Target) -> InferResult<Json<serde_json::Value>> {
     let stats = api.serving.model_statistics(Some(&m))?;
     Ok(Json(to_json(&stats, "inference.ModelStatisticsResponse")))
+}
+
+async fn model_drift(State(api): State<Api>, Target(m): Target) -> InferResult<Json<serde_json::Value>> {
+    Ok(Json(api.serving.drift(&m)?))
 }
 
 /// A body axum would not read: too large for `--http-max-body-bytes` (413), or unreadable.

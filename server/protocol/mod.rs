@@ -7,6 +7,7 @@ use crate::admin::Admin;
 use crate::serving::Serving;
 
 pub mod binary;
+pub mod dashboard;
 pub mod grpc;
 pub mod grpc_codec;
 pub mod grpc_limit;

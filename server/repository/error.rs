@@ -70,6 +70,8 @@ pub enum LoadError {
     Placement(#[from] PlacementError),
     #[error(transparent)]
     Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthError),
     #[error("version {version}: model file {} not found", path.display())]
     ModelFile { version: i64, path: PathBuf },
     #[error("version {version}: {source}")]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 pub use self::error::{LoadError, LoadFailure};
 use crate::backend::Backend;
+use crate::health::Health;
 use crate::model_name::{ModelName, NameError};
 use crate::proto::model_version_policy::PolicyChoice;
 use crate::proto::ModelConfig;
@@ -251,6 +252,8 @@ pub fn load_version(
             version,
             source: Arc::new(e),
         })?;
+    let version_dir = file.parent().unwrap_or(file);
+    let health = Health::load(&prepared.config, &prepared.spec, version, version_dir)?;
     let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
     let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
     Ok(LoadedVersion {
@@ -260,6 +263,7 @@ pub fn load_version(
         scheduler,
         stats,
         labels: prepared.labels.clone(),
+        health,
     })
 }
 

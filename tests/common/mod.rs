@@ -47,9 +47,9 @@ pub fn args(extra: &[&str]) -> ServeArgs {
         "127.0.0.1",
     ];
     argv.extend_from_slice(extra);
-    let Cli {
-        command: Command::Serve(args),
-    } = Cli::parse_from(argv);
+    let Command::Serve(args) = Cli::parse_from(argv).command else {
+        unreachable!("the arguments say serve")
+    };
     args
 }
 

@@ -27,6 +27,7 @@ from conftest import DEFAULT_BIN, READY_TIMEOUT_S, REPO_ROOT, _free_ports, _stop
 from stores import S3Store
 
 DEPLOY = REPO_ROOT / "deploy"
+MODEL_HEALTH_PREFIXES = ("inferd_drift_", "inferd_arm_", "inferd_validation_")
 
 
 def documents(name, folder="kubernetes"):
@@ -90,6 +91,30 @@ def test_the_alert_rules_are_well_formed():
     assert len(rules) >= 4
     for r in rules:
         assert r["alert"] and r["expr"] and r["annotations"]["summary"], r
+        assert r["labels"]["severity"] in ("warning", "critical"), r
+
+
+def test_drift_warns_above_psi_0_2_and_pages_above_0_25_after_15_minutes():
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())["groups"]
+    rules = {r["alert"]: r for g in groups for r in g["rules"]}
+    drift = {name: r for name, r in rules.items() if "inferd_drift_psi_max" in r["expr"]}
+    found = {(re.search(r">\s*([0-9.]+)\s*$", r["expr"].strip()).group(1), r["for"], r["labels"]["severity"])
+             for r in drift.values()}
+    assert found == {("0.2", "15m", "warning"), ("0.25", "15m", "critical")}, found
+    divergence = [r for r in rules.values() if "inferd_arm_divergence" in r["expr"]]
+    assert len(divergence) == 1 and divergence[0]["labels"]["severity"] == "warning", divergence
+
+
+def test_the_model_health_dashboard_shows_drift_validation_and_divergence():
+    board = json.loads((DEPLOY / "grafana" / "inferd-model-health.json").read_text())
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    for metric in ("inferd_drift_psi_max", "inferd_drift_psi", "inferd_drift_js", "inferd_drift_windows_total",
+                   "inferd_validation_failures_total", "inferd_arm_divergence"):
+        assert re.search(rf"\b{metric}\b", exprs), f"a panel shows {metric}"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    assert board["uid"] != json.loads((DEPLOY / "grafana" / "inferd-dashboard.json").read_text())["uid"]
 
 
 # ------------------------------------------------------------------ helpers for the S3 and KServe files
@@ -367,7 +392,7 @@ def test_the_s3_deployment_serves_the_bucket_through_the_real_server(s3_inferd):
     # copy in the cache folder.
     listed = store.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/mlp/").get("Contents", [])
     files = {o["Key"][len(f"{prefix}/mlp/"):] for o in listed}
-    assert files == {"config.pbtxt", "1/model.onnx"}, listed
+    assert files == {"config.pbtxt", "1/model.onnx", "1/profile.json"}, listed
     copies = [p.parent.parent for p in cache.glob("**/mlp/*/1/model.onnx")]
     assert len(copies) == 1, f"one copy of the model in the cache: {sorted(cache.rglob('*'))}"
     for name in files:
@@ -384,7 +409,11 @@ def test_the_alerts_name_metrics_the_servers_expose(inferd, s3_inferd):
     text = (DEPLOY / "prometheus" / "alerts.yaml").read_text()
     names = set(re.findall(r"\b(?:inferd|nv_inference)_[a-z0-9_]+", text))
     assert {"inferd_repository_sync_failures_total", "inferd_repository_last_sync_timestamp_seconds"} <= names
-    for name in names:
+    # The model-health series exist only for versions with a drift profile, a complete window or a traffic
+    # split: tests/interop/test_drift.py checks them on servers that have those.
+    health = {n for n in names if n.startswith(MODEL_HEALTH_PREFIXES)}
+    assert {"inferd_drift_psi_max", "inferd_arm_divergence"} <= health
+    for name in names - health:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         served = re.search(rf"^# TYPE ({name}|{base}) ", pages, re.M)
         assert served, f"alerts.yaml uses {name}, which is not served"

@@ -83,10 +83,11 @@ def test_poll_follows_new_versions_rewritten_and_removed_objects_and_reloads_not
         assert s.requests_served("mlp") == 5
         assert "model files changed" not in s.log()
 
-        # A new version folder: followed by the version policy (latest 1), fetching only the new file.
+        # A new version folder: followed by the version policy (latest 1), fetching only the new files (its
+        # model.onnx and profile.json); the config and version 1's two files are unchanged.
         store.upload_model(bucket, "", MODELS / "mlp" / "1", name="mlp/2")
         wait_for(lambda: s.ready_versions("mlp") == ["2"], 30, "version 2 to replace version 1")
-        assert "1 file(s) fetched" in s.log() and "2 unchanged since the cached copy" in s.log()
+        assert "2 file(s) fetched" in s.log() and "3 unchanged since the cached copy" in s.log()
 
         # An object rewritten under the same key reloads that model.
         config = (MODELS / "mlp" / "config.pbtxt").read_text().replace("max_batch_size: 64", "max_batch_size: 32")
