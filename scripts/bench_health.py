@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from perf_common import HZ, ROOT, cpu_ticks, perf_analyzer, rate_from_export, replace_section, successes
+from perf_common import HZ, ROOT, cpu_ticks, on_off_table, perf_analyzer, rate_from_export, replace_section, successes
 
 OUT = ROOT / "target" / "bench-health"
 INFERD = ROOT / "target/release/inferd"
@@ -242,23 +241,8 @@ def main():
         f"{drift['psi_max']:.3f}); failed requests: on {on_failed} of {on_ok + on_failed}, "
         f"off {off_failed} of {off_ok + off_failed}",
         "",
-        "| protocol | health | infer/s (median) | server CPU µs/request (median) | runs (infer/s) |",
-        "|---|---|---|---|---|",
+        *on_off_table(results, a.protocols.split(","), "health", "drift + validation", "; the issue allows 3%"),
     ]
-    summary = []
-    for protocol in a.protocols.split(","):
-        med = {}
-        for config in ("on", "off"):
-            rows = results[(protocol, config)]
-            med[config] = (statistics.median(r for r, _ in rows), statistics.median(c for _, c in rows))
-            runs = ", ".join(f"{r:.0f}" for r, _ in rows)
-            lines.append(f"| {protocol} | {config} | {med[config][0]:.0f} | {med[config][1]:.1f} | {runs} |")
-        cost_rate = (med["off"][0] - med["on"][0]) / med["off"][0] * 100
-        cost_cpu = (med["on"][1] - med["off"][1]) / med["off"][1] * 100
-        summary.append(f"- {protocol}: throughput cost of drift + validation {cost_rate:+.1f}% (positive = slower "
-                       f"with them; the issue allows 3%), CPU per request {cost_cpu:+.1f}% "
-                       f"({med['on'][1] - med['off'][1]:+.1f} µs).")
-    lines += ["", *summary]
     block = "\n".join(lines)
     print(block)
     if problems:

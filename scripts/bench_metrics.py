@@ -12,13 +12,12 @@ Run `make build` (release) first; `make bench-metrics` does both.
 """
 import argparse
 import re
-import statistics
 import sys
 import threading
 import time
 import urllib.request
 
-from perf_common import ROOT, measure, perf_analyzer, replace_section, start
+from perf_common import ROOT, measure, on_off_table, perf_analyzer, replace_section, start
 
 OUT = ROOT / "target" / "bench-metrics"
 
@@ -74,22 +73,8 @@ def main():
         f"- metrics off: `{off_cmd}`",
         f"- each run: `{shown_cmd}`",
         "",
-        "| protocol | metrics | infer/s (median) | server CPU µs/request (median) | runs (infer/s) |",
-        "|---|---|---|---|---|",
+        *on_off_table(results, a.protocols.split(","), "metrics", "metrics"),
     ]
-    summary = []
-    for protocol in a.protocols.split(","):
-        med = {}
-        for config in ("on", "off"):
-            rows = results[(protocol, config)]
-            med[config] = (statistics.median(r for r, _ in rows), statistics.median(c for _, c in rows))
-            runs = ", ".join(f"{r:.0f}" for r, _ in rows)
-            lines.append(f"| {protocol} | {config} | {med[config][0]:.0f} | {med[config][1]:.1f} | {runs} |")
-        cost_rate = (med["off"][0] - med["on"][0]) / med["off"][0] * 100
-        cost_cpu = (med["on"][1] - med["off"][1]) / med["off"][1] * 100
-        summary.append(f"- {protocol}: throughput cost of metrics {cost_rate:+.1f}% (positive = slower with "
-                       f"metrics), CPU per request {cost_cpu:+.1f}%.")
-    lines += ["", *summary]
     block = "\n".join(lines)
     print(block)
     replace_section("metrics", "Cost of metrics (issue 5)", block)

@@ -97,3 +97,30 @@ def replace_section(name, title, block):
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + f"\n## {title}\n\n{block}\n"
     results.write_text(text)
+
+
+def on_off_table(results, protocols, column, cost_of, note=""):
+    """Markdown rows for an on/off comparison: per protocol the medians over the rounds of throughput and server
+    CPU per request, each run's throughput, then the cost of `cost_of` per protocol. `results[(protocol,
+    "on"|"off")]` holds (infer/s, CPU µs per request) per round."""
+    import statistics
+
+    lines = [
+        f"| protocol | {column} | infer/s (median) | server CPU µs/request (median) | runs (infer/s) |",
+        "|---|---|---|---|---|",
+    ]
+    summary = []
+    for protocol in protocols:
+        med = {}
+        for config in ("on", "off"):
+            rows = results[(protocol, config)]
+            med[config] = (statistics.median(r for r, _ in rows), statistics.median(c for _, c in rows))
+            runs = ", ".join(f"{r:.0f}" for r, _ in rows)
+            lines.append(f"| {protocol} | {config} | {med[config][0]:.0f} | {med[config][1]:.1f} | {runs} |")
+        cost_rate = (med["off"][0] - med["on"][0]) / med["off"][0] * 100
+        cost_cpu = (med["on"][1] - med["off"][1]) / med["off"][1] * 100
+        summary.append(f"- {protocol}: throughput cost of {cost_of} {cost_rate:+.1f}% (positive = slower with "
+                       f"{column} on{note}), CPU per request {cost_cpu:+.1f}% "
+                       f"({med['on'][1] - med['off'][1]:+.1f} µs).")
+    return lines + ["", *summary]
+
