@@ -1,7 +1,7 @@
 //! Automatic rollback: once a second, each model whose traffic policy names a guard has its guarded version's
 //! failures and p99 latency read over the guard's window (from two snapshots of its statistics), and its
-//! outputs' divergence from the stable arm's (their latest drift windows); on a breach with enough requests, the version's weight drops to 0, the event is logged, and `inferd_rollbacks_total`
-//! counts it.
+//! outputs' divergence from the stable arm's (their latest drift windows); on a breach with enough requests,
+//! the version's weight drops to 0, the event is logged, and `inferd_rollbacks_total` counts it.
 //!
 //! A window belongs to one loaded version: a reload starts a new one (the new version's counters start at
 //! zero), and a counter that went backwards restarts the window rather than wrapping. The rollback is one

@@ -47,9 +47,7 @@ impl ModelEntry {
             last_error: None,
         }
     }
-}
 
-impl ModelEntry {
     /// The arm a split-traffic version is compared with: the version labelled `stable`, else the one with the
     /// largest weight (the lower version on a tie); never `version` itself, and only a loaded one.
     pub fn stable_arm(&self, version: i64) -> Option<i64> {

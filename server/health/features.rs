@@ -85,7 +85,7 @@ pub fn numeric_values(datatype: DataType, data: &[u8], out: &mut Vec<f64>) -> bo
     true
 }
 
-/// What extraction needs beyond the tensor: a scratch buffer and, for text, the model's tokenizer.
+/// The buffer extraction reads a tensor's values into, kept by its caller so it is reused from request to request.
 #[derive(Default)]
 pub struct Scratch {
     values: Vec<f64>,
