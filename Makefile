@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-health bench-registry bench-overload soak fuzz fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-health bench-registry bench-overload bench-protocol soak triton-examples fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -47,6 +47,10 @@ bench-metrics: build
 bench-health: build
 	scripts/bench_health.py
 
+# Shared memory against binary tensors on FP32 1x3x224x224 (identity backend); perf_analyzer's sequence mode.
+bench-protocol: build
+	scripts/bench_protocol.py
+
 # Time to ready from S3 (cold, warm cache) and from disk; one poll of 100 models (benches/RESULTS.md).
 bench-registry: build
 	scripts/setup_registry.sh
@@ -59,6 +63,12 @@ bench-overload: build
 # 30 minutes of mixed traffic with a reload a minute; fails on a failed good request or memory growth.
 soak: build
 	.venv/bin/python scripts/soak.py --minutes 30 --record
+
+# Triton's own Python client examples, unchanged, against inferd (needs a checkout of triton-inference-server/client;
+# not part of `make test`, which cannot fetch it). TRITON_EXAMPLES: its src/python/examples folder.
+TRITON_EXAMPLES ?= /work/triton-client/src/python/examples
+triton-examples: build
+	scripts/triton_examples.sh $(TRITON_EXAMPLES)
 
 # Every cargo-fuzz target for FUZZ_SECONDS each (nightly toolchain; fuzz/).
 FUZZ_SECONDS ?= 600

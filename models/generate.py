@@ -127,6 +127,34 @@ def simple_model():
     return make_model(graph), config("simple", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1"))
 
 
+def simple_int8_model():
+    """Triton's `simple_int8`: `simple` in INT8 (sums and differences wrap around, as int8 arithmetic does)."""
+    shape = ["batch", 16]
+    I8 = TensorProto.INT8
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "simple_int8",
+        [vi("INPUT0", I8, shape), vi("INPUT1", I8, shape)],
+        [vi("OUTPUT0", I8, shape), vi("OUTPUT1", I8, shape)],
+    )
+    io = lambda *names: [(n, "TYPE_INT8", [16]) for n in names]  # noqa: E731
+    return make_model(graph), config("simple_int8", 8, io("INPUT0", "INPUT1"), io("OUTPUT0", "OUTPUT1"))
+
+
+def simple_identity():
+    """Triton's `simple_identity` (BYTES [-1] in, the same out) on the built-in identity backend: no model file,
+    only the config and an (otherwise empty) version folder, kept in git by a placeholder file."""
+    d = os.path.join(ROOT, "simple_identity")
+    cfg = config(
+        "simple_identity", 8, [("INPUT0", "TYPE_STRING", [-1])], [("OUTPUT0", "TYPE_STRING", [-1])]
+    ).replace('platform: "onnxruntime_onnx"', 'backend: "identity"')
+    write_if_changed(os.path.join(d, "config.pbtxt"), cfg)
+    write_if_changed(os.path.join(d, "1", ".gitkeep"), "")
+
+
 def simple_plus_model():
     """`simple` with 1000 added to both outputs: a second version whose answers are told apart from the first,
     for rollout tests."""
@@ -348,9 +376,227 @@ def slow_config(name, max_queue_size, timeout_action):
     )
 
 
+def sequence_control(name, kind, pair):
+    """One `control_input` entry of a sequence_batching block; `pair` is e.g. 'int32_false_true: [ 0, 1 ]'."""
+    return f'    {{\n      name: "{name}"\n      control [ {{ kind: {kind} {pair} }} ]\n    }}'
+
+
+def sequence_config(name, inputs, outputs, batching, instances=1):
+    """A stateful model's config: `batching` is the body of its sequence_batching block."""
+    return (
+        config(name, 8, inputs, outputs).replace("count: 1", f"count: {instances}")
+        + "sequence_batching {\n"
+        + batching
+        + "}\n"
+    )
+
+
+def simple_sequence_model():
+    """Triton's `simple_sequence` as its examples check it: OUTPUT = INPUT + START on rows that are READY, so a
+    sequence's first request answers its value plus one and the later ones echo theirs. START and READY are
+    filled in by the server's sequence batcher, not sent by clients."""
+    I = TensorProto.INT32
+    shape = ["batch", 1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT", "START"], ["plus_start"]),
+            helper.make_node("Mul", ["plus_start", "READY"], ["OUTPUT"]),
+        ],
+        "simple_sequence",
+        [vi("INPUT", I, shape), vi("START", I, shape), vi("READY", I, shape)],
+        [vi("OUTPUT", I, shape)],
+    )
+    controls = ",\n".join(
+        [
+            sequence_control("START", "CONTROL_SEQUENCE_START", "int32_false_true: [ 0, 1 ]"),
+            sequence_control("READY", "CONTROL_SEQUENCE_READY", "int32_false_true: [ 0, 1 ]"),
+        ]
+    )
+    cfg = sequence_config(
+        "simple_sequence",
+        [("INPUT", "TYPE_INT32", [1])],
+        [("OUTPUT", "TYPE_INT32", [1])],
+        "  max_sequence_idle_microseconds: 5000000\n  control_input [\n" + controls + "\n  ]\n",
+    )
+    return make_model(graph), cfg
+
+
+def accumulator_onnx():
+    """A true accumulator with implicit state: ACC = INPUT on START, else ACC_IN + INPUT; OUTPUT is ACC and so
+    is the state output ACC_OUT, which the server feeds back as ACC_IN on the sequence's next request."""
+    I = TensorProto.INT32
+    shape = ["batch", 1]
+    one = helper.make_tensor("ONE", I, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["ONE", "START"], ["not_start"]),
+            helper.make_node("Mul", ["ACC_IN", "not_start"], ["kept"]),
+            helper.make_node("Add", ["kept", "INPUT"], ["OUTPUT"]),
+            helper.make_node("Identity", ["OUTPUT"], ["ACC_OUT"]),
+        ],
+        "simple_accumulator",
+        [vi("INPUT", I, shape), vi("START", I, shape), vi("ACC_IN", I, shape)],
+        [vi("OUTPUT", I, shape), vi("ACC_OUT", I, shape)],
+        initializer=[one],
+    )
+    return make_model(graph)
+
+
+ACCUMULATOR_STATE = (
+    "  state [\n    {\n      input_name: \"ACC_IN\"\n      output_name: \"ACC_OUT\"\n      data_type: TYPE_INT32\n"
+    "      dims: [ 1 ]\n      initial_state: [ { data_type: TYPE_INT32 dims: [ 1 ] zero_data: true name: \"zeros\" } ]\n"
+    "    }\n  ]\n"
+)
+
+
+def accumulator_config(name, strategy, idle_us, instances):
+    start = sequence_control("START", "CONTROL_SEQUENCE_START", "int32_false_true: [ 0, 1 ]")
+    return sequence_config(
+        name,
+        [("INPUT", "TYPE_INT32", [1])],
+        [("OUTPUT", "TYPE_INT32", [1])],
+        f"  max_sequence_idle_microseconds: {idle_us}\n{strategy}  control_input [\n{start}\n  ]\n"
+        + ACCUMULATOR_STATE,
+        instances,
+    )
+
+
+def sequence_controls_model():
+    """Echoes the controls the sequence batcher fills in, one datatype each (START fp32, END bool, READY int32,
+    CORRID uint64), so tests can see them row by row."""
+    shape = ["batch", 1]
+    ins = [
+        ("INPUT", TensorProto.INT32),
+        ("START", TensorProto.FLOAT),
+        ("END", TensorProto.BOOL),
+        ("READY", TensorProto.INT32),
+        ("CORRID", TensorProto.UINT64),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [n], [f"OUT_{n}"]) for n, _ in ins],
+        "sequence_controls",
+        [vi(n, t, shape) for n, t in ins],
+        [vi(f"OUT_{n}", t, shape) for n, t in ins],
+    )
+    controls = ",\n".join(
+        [
+            sequence_control("START", "CONTROL_SEQUENCE_START", "fp32_false_true: [ 0, 1 ]"),
+            sequence_control("END", "CONTROL_SEQUENCE_END", "bool_false_true: [ false, true ]"),
+            sequence_control("READY", "CONTROL_SEQUENCE_READY", "int32_false_true: [ 0, 1 ]"),
+            sequence_control("CORRID", "CONTROL_SEQUENCE_CORRID", "data_type: TYPE_UINT64"),
+        ]
+    )
+    outs = [
+        ("OUT_INPUT", "TYPE_INT32", [1]),
+        ("OUT_START", "TYPE_FP32", [1]),
+        ("OUT_END", "TYPE_BOOL", [1]),
+        ("OUT_READY", "TYPE_INT32", [1]),
+        ("OUT_CORRID", "TYPE_UINT64", [1]),
+    ]
+    cfg = sequence_config(
+        "sequence_controls",
+        [("INPUT", "TYPE_INT32", [1])],
+        outs,
+        "  max_sequence_idle_microseconds: 300000\n  control_input [\n" + controls + "\n  ]\n",
+    )
+    return make_model(graph), cfg
+
+
+def dyna_controls(corrid_type):
+    return ",\n".join(
+        [
+            sequence_control("START", "CONTROL_SEQUENCE_START", "int32_false_true: [ 0, 1 ]"),
+            sequence_control("END", "CONTROL_SEQUENCE_END", "int32_false_true: [ 0, 1 ]"),
+            sequence_control("READY", "CONTROL_SEQUENCE_READY", "int32_false_true: [ 0, 1 ]"),
+            sequence_control("CORRID", "CONTROL_SEQUENCE_CORRID", f"data_type: {corrid_type}"),
+        ]
+    )
+
+
+def simple_dyna_sequence_model():
+    """Triton's `simple_dyna_sequence` as its examples (`-d`) check it: OUTPUT = INPUT + START, plus the
+    correlation id (CORRID, uint64) on the sequence's END request, on rows that are READY."""
+    I = TensorProto.INT32
+    shape = ["batch", 1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["CORRID"], ["corrid"], to=I),
+            helper.make_node("Mul", ["corrid", "END"], ["end_corrid"]),
+            helper.make_node("Add", ["INPUT", "START"], ["plus_start"]),
+            helper.make_node("Add", ["plus_start", "end_corrid"], ["answer"]),
+            helper.make_node("Mul", ["answer", "READY"], ["OUTPUT"]),
+        ],
+        "simple_dyna_sequence",
+        [vi(n, I, shape) for n in ("INPUT", "START", "END", "READY")] + [vi("CORRID", TensorProto.UINT64, shape)],
+        [vi("OUTPUT", I, shape)],
+    )
+    cfg = sequence_config(
+        "simple_dyna_sequence",
+        [("INPUT", "TYPE_INT32", [1])],
+        [("OUTPUT", "TYPE_INT32", [1])],
+        "  max_sequence_idle_microseconds: 5000000\n  control_input [\n" + dyna_controls("TYPE_UINT64") + "\n  ]\n",
+    )
+    return make_model(graph), cfg
+
+
+def simple_string_dyna_sequence_model():
+    """Triton's `simple_string_dyna_sequence` as its examples (`-d`) check it: a string correlation id holding an
+    integer; OUTPUT is the running sum of the sequence's inputs (implicit state ACC_IN -> ACC_OUT), plus that
+    integer on the END request. Its CORRID is UINT64 (Triton's is a string its C++ backend parses): the server
+    turns a string id holding an integer into that number, and refuses any other string with a 400 before the
+    model runs, where a Cast inside the model would fail with a server error."""
+    I = TensorProto.INT32
+    shape = ["batch", 1]
+    one = helper.make_tensor("ONE", I, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["CORRID"], ["corrid"], to=I),
+            helper.make_node("Mul", ["corrid", "END"], ["end_corrid"]),
+            helper.make_node("Sub", ["ONE", "START"], ["not_start"]),
+            helper.make_node("Mul", ["ACC_IN", "not_start"], ["kept"]),
+            helper.make_node("Add", ["kept", "INPUT"], ["ACC_OUT"]),
+            helper.make_node("Add", ["ACC_OUT", "end_corrid"], ["answer"]),
+            helper.make_node("Mul", ["answer", "READY"], ["OUTPUT"]),
+        ],
+        "simple_string_dyna_sequence",
+        [vi(n, I, shape) for n in ("INPUT", "START", "END", "READY", "ACC_IN")]
+        + [vi("CORRID", TensorProto.UINT64, shape)],
+        [vi("OUTPUT", I, shape), vi("ACC_OUT", I, shape)],
+        initializer=[one],
+    )
+    cfg = sequence_config(
+        "simple_string_dyna_sequence",
+        [("INPUT", "TYPE_INT32", [1])],
+        [("OUTPUT", "TYPE_INT32", [1])],
+        "  max_sequence_idle_microseconds: 5000000\n  control_input [\n"
+        + dyna_controls("TYPE_UINT64")
+        + "\n  ]\n"
+        + ACCUMULATOR_STATE,
+    )
+    return make_model(graph), cfg
+
+
+def sequence_models():
+    save("simple_sequence", *simple_sequence_model())
+    acc = accumulator_onnx()
+    save("simple_accumulator", acc, accumulator_config("simple_accumulator", "", 5000000, 1))
+    oldest = (
+        "  oldest {\n    max_candidate_sequences: 4\n    preferred_batch_size: [ 2 ]\n"
+        "    max_queue_delay_microseconds: 2000\n  }\n"
+    )
+    # Test-only: two instances, the oldest strategy and a short idle time.
+    save("accumulator_oldest", acc, accumulator_config("accumulator_oldest", oldest, 300000, 2), root=TEST_ROOT)
+    save("accumulator_idle", acc, accumulator_config("accumulator_idle", "", 300000, 2), root=TEST_ROOT)
+    save("sequence_controls", *sequence_controls_model(), root=TEST_ROOT)
+    save("simple_dyna_sequence", *simple_dyna_sequence_model())
+    save("simple_string_dyna_sequence", *simple_string_dyna_sequence_model())
+
+
 def generate():
     save("simple", *simple_model())
     save("simple_string", *simple_string_model())
+    save("simple_int8", *simple_int8_model())
+    simple_identity()
     save("simple_plus", *simple_plus_model(), root=TEST_ROOT)
     mlp = mlp_onnx()
     save("mlp", mlp, mlp_config())
@@ -361,6 +607,7 @@ def generate():
     slow = slow_onnx()
     save("slow", slow, slow_config("slow", 4, "REJECT"), root=TEST_ROOT)
     save("slow_delay", slow, slow_config("slow_delay", 16, "DELAY"), root=TEST_ROOT)
+    sequence_models()
 
 
 # ---------------------------------------------------------------- verification
@@ -380,6 +627,13 @@ def verify():
     b = np.full((2, 16), 5, dtype=np.int32)
     o0, o1 = sess("simple").run(None, {"INPUT0": a, "INPUT1": b})
     assert o0.dtype == np.int32 and (o0 == a + b).all() and (o1 == a - b).all()
+
+    a8 = np.arange(-8, 8, dtype=np.int8).reshape(1, 16)
+    a8[0, 0] = 127  # wraps: 127 + 5 = -124
+    b8 = np.full((1, 16), 5, dtype=np.int8)
+    o0, o1 = sess("simple_int8").run(None, {"INPUT0": a8, "INPUT1": b8})
+    assert o0.dtype == np.int8 and (o0 == a8 + b8).all() and (o1 == a8 - b8).all()
+    assert o0[0, 0] == -124
 
     sa, sb = a.astype(str).astype(object), b.astype(str).astype(object)
     o0, o1 = sess("simple_string").run(None, {"INPUT0": sa, "INPUT1": sb})
@@ -444,6 +698,19 @@ def verify():
             times.append((time.perf_counter() - t0) * 1e3)
             assert (y == x).all()
         print(f"verify: slow INPUT0=[{ms}] median {np.median(times):.1f} ms over 5 runs")
+
+    # Sequence models, fed the controls and state the server's sequence batcher fills in (rows: two sequences).
+    col = lambda *v: np.array(v, dtype=np.int32).reshape(-1, 1)  # noqa: E731
+    (y,) = sess("simple_sequence").run(None, {"INPUT": col(0, 7), "START": col(1, 0), "READY": col(1, 1)})
+    assert (y == col(1, 7)).all()
+    y, acc = sess("simple_accumulator").run(None, {"INPUT": col(5, 3), "START": col(1, 0), "ACC_IN": col(9, 10)})
+    assert (y == col(5, 13)).all() and (acc == y).all()
+    feed = {"INPUT": col(4, 4), "START": col(0, 0), "END": col(1, 0), "READY": col(1, 1)}
+    (y,) = sess("simple_dyna_sequence").run(None, {**feed, "CORRID": np.array([[1000], [7]], dtype=np.uint64)})
+    assert (y == col(1004, 4)).all()
+    corrid = np.array([["1002"], ["3"]], dtype=object)
+    y, acc = sess("simple_string_dyna_sequence").run(None, {**feed, "ACC_IN": col(10, 1), "CORRID": corrid})
+    assert (acc == col(14, 5)).all() and (y == col(1016, 5)).all()
 
     print("verify: all models OK")
 

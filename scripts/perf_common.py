@@ -21,11 +21,11 @@ def perf_analyzer():
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def start(out, name, port, extra=()):
+def start(out, name, port, extra=(), repository=ROOT / "models"):
     """Starts target/release/inferd on port (HTTP), port+1 (gRPC), port+2 (metrics); waits until ready.
     Returns the process and the command line as the results should show it."""
     log = open(out / f"{name}.log", "w")
-    cmd = [str(ROOT / "target/release/inferd"), "serve", "--model-repository", str(ROOT / "models"),
+    cmd = [str(ROOT / "target/release/inferd"), "serve", "--model-repository", str(repository),
            "--http-port", str(port), "--grpc-port", str(port + 1), "--metrics-port", str(port + 2), *extra]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     for _ in range(480):

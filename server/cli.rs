@@ -40,7 +40,12 @@ pub enum ModelControlMode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Text lines with microsecond RFC 3339 timestamps (Triton's name for its own: "default").
+    #[value(alias = "default")]
     Text,
+    /// Text lines with second-precision ISO 8601 timestamps, as Triton's `--log-format ISO8601`.
+    #[value(name = "ISO8601", alias = "iso8601")]
+    Iso8601,
     Json,
 }
 
@@ -141,6 +146,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
     pub runtime_threads: usize,
 
+    /// Let clients register system shared memory regions (Triton's shared memory extension) and send inputs and
+    /// receive outputs through them. A client that can reach the server can then have it map any POSIX shared
+    /// memory object (/dev/shm) the server's user may open: turn it off where clients are not trusted that far.
+    #[arg(long, env = "INFERD_ALLOW_CLIENT_SHM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_client_shm: bool,
+
     /// Largest HTTP request body, in bytes.
     #[arg(long, env = "INFERD_HTTP_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     pub http_max_body_bytes: usize,
@@ -171,6 +182,20 @@ pub struct ServeArgs {
     /// PEM CA certificate(s): when given, every HTTP and gRPC client must present a certificate signed by one.
     #[arg(long, env = "INFERD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// Request tracing with OpenTelemetry, in Triton's form; repeat for each setting. Global:
+    /// `level=TIMESTAMPS` (or OFF), `rate=N` (every N-th request), `count=N` (-1: no limit), `mode=opentelemetry`.
+    /// Exporter (OTLP over HTTP): `opentelemetry,url=http://host:4318/v1/traces`,
+    /// `opentelemetry,resource=<key>=<value>`, `opentelemetry,bsp_schedule_delay=<ms>`,
+    /// `opentelemetry,bsp_max_queue_size=N`, `opentelemetry,bsp_max_export_batch_size=N`. The environment
+    /// variable takes them separated by spaces.
+    #[arg(
+        long = "trace-config",
+        env = "INFERD_TRACE_CONFIG",
+        value_delimiter = ' ',
+        value_name = "[MODE,]SETTING=VALUE"
+    )]
+    pub trace_config: Vec<String>,
 
     /// Server id reported in the server metadata.
     #[arg(long, env = "INFERD_ID", default_value = "inferd")]

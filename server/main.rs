@@ -1,21 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use inferd::cli::{Cli, Command, LogFormat};
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colour only for a person at a terminal; log collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+use inferd::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
@@ -51,7 +37,7 @@ fn profile(args: inferd::cli::ProfileArgs) -> ExitCode {
 }
 
 fn serve_main(args: inferd::cli::ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format);
+    inferd::logging::init(args.log_format)?;
     // candle sizes its thread pool from RAYON_NUM_THREADS (all cores by default, several times slower on a
     // shared machine); set it before any thread starts, unless the user already has.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

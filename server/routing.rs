@@ -112,7 +112,14 @@ impl RoutingTable {
             Some(v) => {
                 let n: i64 = match v.parse() {
                     Ok(n) => n,
-                    Err(_) => *entry.traffic.labels.get(v).ok_or_else(|| unknown_version(v))?,
+                    // Neither a number nor a label: Triton's wording, which its clients match; not found
+                    // rather than Triton's invalid argument, since a label by that name could exist.
+                    Err(_) => *entry.traffic.labels.get(v).ok_or_else(|| {
+                        InferError::NotFound(format!(
+                            "failed to get model version from specified version string '{v}' (details: not an \
+                             integer nor a version label of model '{model}'), version should be an integral value > 0"
+                        ))
+                    })?,
                 };
                 match entry.versions.get(&n) {
                     Some(lv) => Ok(lv),

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{Admin, AdminAccess, AdminConfig};
 use crate::backend::candle::CandleBackend;
+use crate::backend::identity::IdentityBackend;
 use crate::backend::ort::{find_library, OrtBackend};
 use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
@@ -20,8 +21,10 @@ use crate::metrics::Metrics;
 use crate::model_name::ModelName;
 use crate::protocol::{grpc, http, Api};
 use crate::registry::{default_cache_dir, Registry, RegistryConfig};
+use crate::request_trace::{RequestTracer, TraceConfig};
 use crate::routing::{ModelState, Routes};
 use crate::serving::{Serving, ServingConfig};
+use crate::shared_memory::SharedMemory;
 use crate::tls::{TlsFiles, TlsListener};
 
 pub struct RunningServer {
@@ -139,9 +142,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         .map(|n| ModelName::parse(n))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("--load-model: {e}"))?;
+    // Trace settings checked before any model loads; the exporter starts its thread and HTTP client off the
+    // async workers.
+    let trace_config = TraceConfig::parse(&args.trace_config).map_err(anyhow::Error::msg)?;
+    let tracer = tokio::task::spawn_blocking(move || RequestTracer::start(&trace_config))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     let library = find_library(args.onnxruntime_library.as_deref()).map_err(anyhow::Error::msg)?;
     let ort = OrtBackend::new(library, args.intra_op_threads.max(1)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(ort), Arc::new(CandleBackend::new())];
+    let backends: Vec<Arc<dyn Backend>> = vec![
+        Arc::new(ort),
+        Arc::new(CandleBackend::new()),
+        Arc::new(IdentityBackend::new()),
+    ];
     let config = RegistryConfig {
         locations: args.model_repositories.clone(),
         cache_dir: args.model_cache_dir.clone().unwrap_or_else(default_cache_dir),
@@ -168,15 +181,19 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
             detailed_metrics: args.allow_metrics,
         },
     ));
-    let serving = Arc::new(Serving::new(
-        routes.clone(),
-        ServingConfig {
-            server_id: args.id.clone(),
-            strict_readiness: args.strict_readiness,
-            max_inflight: args.max_inflight_requests,
-            max_tensor_elements: args.max_tensor_elements,
-        },
-    ));
+    let serving = Arc::new(
+        Serving::new(
+            routes.clone(),
+            ServingConfig {
+                server_id: args.id.clone(),
+                strict_readiness: args.strict_readiness,
+                max_inflight: args.max_inflight_requests,
+                max_tensor_elements: args.max_tensor_elements,
+            },
+        )
+        .with_shared_memory(SharedMemory::new(args.allow_client_shm))
+        .with_tracer(Arc::new(tracer)),
+    );
     let admin = Arc::new(Admin::new(
         lifecycle.clone(),
         AdminConfig {
@@ -289,6 +306,9 @@ impl RunningServer {
                 tracing::warn!("listener ended with an error: {e}");
             }
         }
+        // Spans still queued go to the collector before the process ends.
+        let serving = self.serving.clone();
+        let _ = tokio::task::spawn_blocking(move || serving.tracer().shutdown()).await;
     }
 
     /// Waits until a listener fails (a normal run never returns from here).

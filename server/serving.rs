@@ -13,8 +13,10 @@ use crate::model_name::ModelRef;
 use crate::proto::{self, model_metadata_response::TensorMetadata, ModelConfig};
 use crate::request::{InferRequest, InferResponse, RequestedOutput};
 use crate::request_log;
+use crate::request_trace::{ActiveTrace, RequestTracer};
 use crate::routing::Routes;
 use crate::scheduler::Submission;
+use crate::shared_memory::SharedMemory;
 use crate::spec::{ModelSpec, TensorSpec};
 use crate::stats::{Arm, FailReason};
 use crate::tensor::Tensor;
@@ -29,6 +31,8 @@ pub const EXTENSIONS: &[&str] = &[
     "statistics",
     "model_configuration",
     "model_repository",
+    "trace",
+    "logging",
 ];
 
 /// What serving is built from.
@@ -51,6 +55,10 @@ pub struct Serving {
     accepting: AtomicBool,
     /// Requests admitted and not yet answered, across all models.
     inflight: AtomicUsize,
+    /// Which requests are traced (Triton's trace extension), and their spans' way out.
+    tracer: Arc<RequestTracer>,
+    /// Triton's system shared memory regions, which requests' tensors may be read from and written into.
+    shared_memory: SharedMemory,
 }
 
 /// Holds one place among the requests in flight.
@@ -69,7 +77,29 @@ impl Serving {
             routes,
             accepting: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
+            tracer: Arc::new(RequestTracer::off()),
+            shared_memory: SharedMemory::default(),
         }
+    }
+
+    /// Serving with `shared_memory` as its region registry (one that is turned off, for --allow-client-shm=false).
+    pub fn with_shared_memory(mut self, shared_memory: SharedMemory) -> Self {
+        self.shared_memory = shared_memory;
+        self
+    }
+
+    pub fn shared_memory(&self) -> &SharedMemory {
+        &self.shared_memory
+    }
+
+    /// Serving that traces requests as `tracer`'s settings say (without it, nothing is traced).
+    pub fn with_tracer(mut self, tracer: Arc<RequestTracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    pub fn tracer(&self) -> &Arc<RequestTracer> {
+        &self.tracer
     }
 
     pub fn routes(&self) -> &Arc<Routes> {
@@ -101,19 +131,39 @@ impl Serving {
         }
     }
 
-    pub async fn infer(&self, mut req: InferRequest) -> InferResult<InferResponse> {
-        let result = self.serve(&mut req).await;
+    pub async fn infer(&self, req: InferRequest) -> InferResult<InferResponse> {
+        // A trace ends here; the front-ends, which encode the response, use `infer_traced`.
+        self.infer_traced(req).await.0
+    }
+
+    /// Answers a request, and hands back its trace (when it is traced) for the front-end to finish once the
+    /// response is encoded.
+    pub async fn infer_traced(&self, mut req: InferRequest) -> (InferResult<InferResponse>, Option<ActiveTrace>) {
+        let received = Instant::now();
+        let mut trace = self.tracer.begin(&req, received);
+        let result = self.serve(&mut req, received, trace.as_mut()).await;
         match &result {
             Ok(r) => request_log::served(&req, &r.model_version),
-            Err(e) => request_log::failed(&req, e),
+            Err(e) => {
+                if let Some(t) = trace.as_mut() {
+                    t.failed(e);
+                }
+                request_log::failed(&req, e)
+            }
         }
-        result
+        (result, trace)
     }
 
     /// Routes, queues and answers one request; its inputs are taken, the rest is left for the log line.
-    async fn serve(&self, req: &mut InferRequest) -> InferResult<InferResponse> {
-        let received = Instant::now();
+    async fn serve(
+        &self,
+        req: &mut InferRequest,
+        received: Instant,
+        trace: Option<&mut ActiveTrace>,
+    ) -> InferResult<InferResponse> {
         check_tensor_elements(&req.inputs, self.config.max_tensor_elements)?;
+        // Inputs read from shared memory now; output regions held until the outputs are written into them.
+        let output_regions = self.shared_memory.resolve(req)?;
         let table = self.routes.load();
         let version = table
             .route(&req.model.name, req.model.version(), req.routing_key())?
@@ -132,7 +182,7 @@ impl Serving {
             tokio::spawn(async move {
                 let started = Instant::now();
                 let _inflight = shadow.stats.start_request(Arm::Shadow);
-                match run(&shadow, &mut copy, started).await {
+                match run(&shadow, &mut copy, started, None).await {
                     Ok(_) => shadow.stats.record_success(copy.protocol, started.elapsed()),
                     Err(e) => shadow.stats.record_failure(FailReason::of(&e), started.elapsed()),
                 }
@@ -146,7 +196,10 @@ impl Serving {
         };
         let inflight = version.stats.start_request(arm);
         let result = match self.admit() {
-            Ok(_admitted) => run(&version, req, received).await,
+            Ok(_admitted) => match run(&version, req, received, trace).await {
+                Ok(response) => output_regions.write(response).map_err(InferError::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         drop(inflight);
@@ -178,7 +231,12 @@ impl Serving {
         proto::ServerMetadataResponse {
             name: self.config.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            extensions: EXTENSIONS
+                .iter()
+                .copied()
+                .chain(self.shared_memory.enabled().then_some("system_shared_memory"))
+                .map(str::to_string)
+                .collect(),
             gpus: crate::gpu::gpus()
                 .into_iter()
                 .map(|g| proto::GpuDevice {
@@ -331,7 +389,15 @@ fn select_outputs(spec: &ModelSpec, requested: &[RequestedOutput]) -> InferResul
 }
 
 /// Validates a request against one version, has its scheduler run it, and answers with the outputs asked for.
-async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant) -> InferResult<InferResponse> {
+async fn run(
+    version: &LoadedVersion,
+    req: &mut InferRequest,
+    received: Instant,
+    mut trace: Option<&mut ActiveTrace>,
+) -> InferResult<InferResponse> {
+    if let Some(t) = trace.as_deref_mut() {
+        t.routed(&version.version.to_string());
+    }
     let spec = &version.spec;
     let selected = select_outputs(spec, &req.outputs)?;
     let watched;
@@ -355,11 +421,17 @@ async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant)
             inputs: validated.inputs,
             rows: validated.batch,
             received,
+            executed: trace.as_deref_mut().map(ActiveTrace::queued),
             priority,
             timeout_us,
+            sequence: req.sequence.clone(),
         }
     };
-    let all = version.scheduler.submit(submission).await?;
+    let all = version.scheduler.submit(submission).await;
+    if let Some(t) = trace {
+        t.answered();
+    }
+    let all = all?;
     if let Some((monitor, inputs, rows)) = &watched {
         monitor.observe(inputs, &all, *rows);
     }
@@ -389,5 +461,6 @@ async fn run(version: &LoadedVersion, req: &mut InferRequest, received: Instant)
         model_name: spec.name.clone(),
         model_version: version.version.to_string(),
         outputs,
+        in_regions: Vec::new(),
     })
 }

@@ -95,6 +95,7 @@ pub fn serve(req: &InferRequest, binary: &BinaryOutputs) {
             model_name: spec.name.clone(),
             model_version: "1".into(),
             outputs,
+            in_regions: Vec::new(),
         };
         http_response(&resp, binary);
         grpc_response(&resp);
@@ -162,6 +163,7 @@ fn grpc_response(resp: &InferResponse) {
         model_name: resp.model_name.clone(),
         model_version: resp.model_version.clone(),
         outputs: resp.outputs.clone(),
+        in_regions: Vec::new(),
     });
     assert_eq!(msg.outputs.len(), msg.raw_output_contents.len());
     let wire = msg.encode_to_vec();

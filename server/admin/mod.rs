@@ -56,6 +56,13 @@ impl Admin {
         }
     }
 
+    /// A change of run-time settings (Triton's trace and log settings). Triton takes them from anyone; here they
+    /// are admin requests like any other (token, else loopback or `--allow-remote-admin`), since a remote
+    /// client could otherwise flood the log or the trace collector. Reading them is open.
+    pub fn authorize_settings(&self, caller: &Caller<'_>, what: &str) -> InferResult<()> {
+        self.authorize(caller, what).map(drop)
+    }
+
     fn require_explicit(&self) -> InferResult<()> {
         if self.config.explicit_control {
             Ok(())

@@ -2,6 +2,7 @@
 //! instances; an `Instance` executes whole batches on its own thread. Nothing above this trait knows which
 //! runtime (ONNX Runtime, candle; CPU or CUDA) does the work.
 pub mod candle;
+pub mod identity;
 pub mod ort;
 
 use std::path::Path;
@@ -74,6 +75,10 @@ pub trait Backend: Send + Sync {
     /// The `platform:` Triton writes for models of this backend.
     fn platform(&self) -> &'static str;
     fn default_model_filename(&self) -> &'static str;
+    /// Whether a version folder must hold the model file (the identity backend reads only the config).
+    fn needs_model_file(&self) -> bool {
+        true
+    }
     /// The inputs and outputs the model file itself declares.
     fn inspect(&self, model_file: &Path) -> Result<DeclaredIo, BackendError>;
     /// A fresh instance of the model on `placement`, owned by one execution thread.

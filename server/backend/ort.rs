@@ -10,7 +10,8 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
 use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance, Placement};
-use crate::proto::ModelConfig;
+use crate::proto::model_config::SchedulingChoice;
+use crate::proto::{DataType as ConfigType, ModelConfig};
 use crate::spec::ModelSpec;
 use crate::tensor::{bytes_elements, push_bytes_element, DataType};
 
@@ -239,7 +240,33 @@ impl Backend for OrtBackend {
                 )));
             }
         }
-        let output_names = spec.outputs.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let mut output_names = spec.outputs.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        let mut output_types: Vec<DataType> = spec.outputs.iter().map(|t| t.datatype).collect();
+        // A stateful model's control and state inputs, which the sequence batcher feeds, and its state outputs,
+        // which it keeps (after the config's outputs, in the config's order).
+        if let Some(SchedulingChoice::SequenceBatching(sb)) = &config.scheduling_choice {
+            let extra_inputs = sb
+                .control_input
+                .iter()
+                .map(|c| &c.name)
+                .chain(sb.state.iter().map(|s| &s.input_name));
+            for name in extra_inputs {
+                if !session.inputs().iter().any(|i| i.name() == name) {
+                    return Err(BackendError::Load(format!(
+                        "sequence_batching input '{name}' is not an input of the model file"
+                    )));
+                }
+            }
+            for state in &sb.state {
+                output_names.push(state.output_name.clone());
+                output_types.push(
+                    ConfigType::try_from(state.data_type)
+                        .ok()
+                        .and_then(DataType::from_config)
+                        .unwrap_or(DataType::Bytes),
+                );
+            }
+        }
         for n in &output_names {
             if !session.outputs().iter().any(|o| o.name() == n) {
                 return Err(BackendError::Load(format!(
@@ -247,7 +274,6 @@ impl Backend for OrtBackend {
                 )));
             }
         }
-        let output_types = spec.outputs.iter().map(|t| t.datatype).collect();
         Ok(Box::new(OrtInstance {
             session,
             output_names,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::json::{decode_data, parameter, parameters, JsonData};
 use crate::error::{InferError, InferResult};
 use crate::model_name::ModelRef;
-use crate::request::{InferRequest, InferResponse, Protocol, RequestedOutput};
+use crate::request::{InferRequest, InferResponse, ParamValue, Protocol, RegionRef, RequestedOutput, SequenceRequest};
 use crate::tensor::{DataType, Tensor};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -77,6 +77,19 @@ fn flag(params: Option<&Map<String, Value>>, key: &str) -> InferResult<Option<bo
     }
 }
 
+/// What Triton's shared memory parameters start with.
+const SHARED_MEMORY_PREFIX: &str = "shared_memory_";
+
+/// A tensor's shared memory parameters (the others are the decoder's own, such as `binary_data_size`).
+fn shared_memory_parameters(params: Option<&Map<String, Value>>) -> InferResult<Vec<(String, ParamValue)>> {
+    params
+        .iter()
+        .flat_map(|p| p.iter())
+        .filter(|(k, _)| k.starts_with(SHARED_MEMORY_PREFIX))
+        .map(|(k, v)| Ok((k.clone(), parameter(k, v)?)))
+        .collect()
+}
+
 /// Decodes the body of an infer request for `model` (named by the URL).
 pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize>) -> InferResult<Decoded> {
     let json_len = header_length.unwrap_or(body.len());
@@ -92,6 +105,7 @@ pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize
         .map_err(|e| InferError::invalid(format!("failed to parse the request JSON: {e}")))?;
     let mut binary_at = json_len;
     let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut input_regions = Vec::new();
     for input in &req.inputs {
         let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
             InferError::invalid(format!(
@@ -108,7 +122,20 @@ pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize
                 ))
             })? as usize),
         };
+        let region = RegionRef::from_parameters(
+            &format!("input '{}'", input.name),
+            &shared_memory_parameters(input.parameters.as_ref())?,
+        )?;
         let data = match (binary_size, input.data) {
+            _ if region.is_some() => {
+                if binary_size.is_some() || input.data.is_some() {
+                    return Err(InferError::invalid(format!(
+                        "input '{}' is in shared memory: it must carry neither 'data' nor 'binary_data_size'",
+                        input.name
+                    )));
+                }
+                Bytes::new()
+            }
             (Some(size), _) => {
                 let end = binary_at
                     .checked_add(size)
@@ -136,6 +163,9 @@ pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize
                 )))
             }
         };
+        if let Some(region) = region {
+            input_regions.push((inputs.len(), region));
+        }
         inputs.push(Tensor {
             name: input.name.clone(),
             datatype,
@@ -158,12 +188,13 @@ pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize
         if let Some(b) = flag(o.parameters.as_ref(), "binary_data")? {
             binary.named.push((o.name.clone(), b));
         }
-        // Of an output's parameters, the server acts on `classification` (and `binary_data`, above).
+        // Of an output's parameters, the server acts on `classification`, the shared memory ones (and
+        // `binary_data`, above).
         let params = o
             .parameters
             .iter()
             .flatten()
-            .filter(|(k, _)| *k == "classification")
+            .filter(|(k, _)| *k == "classification" || k.starts_with(SHARED_MEMORY_PREFIX))
             .map(|(k, v)| Ok((k.clone(), parameter(k, v)?)))
             .collect::<InferResult<Vec<_>>>()?;
         outputs.push(RequestedOutput::with_parameters(o.name, &params)?);
@@ -171,9 +202,11 @@ pub fn decode_request(model: ModelRef, body: &Bytes, header_length: Option<usize
     let mut request = InferRequest::new(model, Protocol::Http);
     request.id = req.id.unwrap_or_default();
     request.inputs = inputs;
+    request.input_regions = input_regions;
     request.outputs = outputs;
     if let Some(p) = &req.parameters {
         request.parameters = parameters(p)?;
+        request.sequence = SequenceRequest::from_parameters(&request.parameters)?;
     }
     Ok(Decoded { request, binary })
 }
@@ -205,7 +238,10 @@ struct OutputOut<'a> {
 
 /// The response body, and the JSON header's length when a binary section follows.
 pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (Bytes, Option<usize>) {
-    let is_binary = |t: &Tensor| binary.is_binary(&t.name);
+    // An output in shared memory carries neither data nor parameters, as in Triton: Triton's C++ client reads
+    // `binary_data_size` from any output that has parameters.
+    let in_region = |t: &Tensor| resp.region_of(&t.name).is_some();
+    let is_binary = |t: &Tensor| binary.is_binary(&t.name) && !in_region(t);
     let outputs = resp
         .outputs
         .iter()
@@ -216,7 +252,7 @@ pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (Bytes, 
             parameters: is_binary(t).then(|| BinarySize {
                 binary_data_size: t.data.len(),
             }),
-            data: (!is_binary(t)).then_some(JsonData(t)),
+            data: (!is_binary(t) && !in_region(t)).then_some(JsonData(t)),
         })
         .collect();
     let json = ResponseJson {
@@ -286,6 +322,7 @@ mod tests {
             model_name: "m".into(),
             model_version: "1".into(),
             outputs: vec![t],
+            in_regions: Vec::new(),
         };
         let all = BinaryOutputs {
             default: true,

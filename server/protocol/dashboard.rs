@@ -752,24 +752,9 @@ fn bin_range(edges: &[f64], i: usize) -> String {
 
 /// Seconds since the Unix epoch as `YYYY-MM-DD hh:mm:ss` (UTC).
 fn utc(epoch_secs: f64) -> String {
-    let secs = epoch_secs.max(0.0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch_secs.max(0.0) as u64);
+    let rfc3339 = humantime::format_rfc3339_seconds(at).to_string();
+    rfc3339.trim_end_matches('Z').replacen('T', " ", 1)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc_limit::{over_limit, MessageLimit};
+use super::grpc_stream_order::SequenceOrder;
 use super::grpc_tensors::{decode_request, encode_response};
 use super::Api;
 use crate::admin::{Admin, Caller};
@@ -21,6 +22,7 @@ use crate::proto::*;
 use crate::repository::{LoadError, LoadFailure};
 use crate::request::{InferRequest, Protocol, REQUEST_ID, ROUTING_KEY};
 use crate::request_log;
+use crate::request_trace::{Shown, TraceParent, Update, TRACEPARENT, TRACESTATE};
 use crate::serving::Serving;
 
 pub struct GrpcService {
@@ -41,11 +43,13 @@ pub fn service(api: Api, max_message_bytes: usize) -> GrpcServer {
     )
 }
 
-/// What a call's metadata adds to its requests: a routing key and a request id for logs.
+/// What a call's metadata adds to its requests: a routing key, a request id for logs, and the caller's trace
+/// context (W3C `traceparent`).
 #[derive(Clone, Default)]
 struct Transport {
     routing_key: Option<String>,
     request_id: Option<String>,
+    trace_parent: Option<TraceParent>,
 }
 
 impl Transport {
@@ -59,6 +63,7 @@ impl Transport {
         Self {
             routing_key: get(ROUTING_KEY),
             request_id: get(REQUEST_ID),
+            trace_parent: get(TRACEPARENT).and_then(|p| TraceParent::parse(&p, get(TRACESTATE).as_deref())),
         }
     }
 
@@ -72,6 +77,7 @@ impl Transport {
             u.error
         })?;
         request.routing_key = self.routing_key.clone();
+        request.trace_parent = self.trace_parent.clone();
         if request.id.is_empty() {
             request.id = self.request_id.clone().unwrap_or_default();
         }
@@ -164,13 +170,19 @@ impl GrpcInferenceService for GrpcService {
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let request = Transport::of(&req).decode(req.into_inner())?;
-        let response = self.serving.infer(request).await?;
-        Ok(Response::new(encode_response(response)))
+        // A failed request's trace ends as it is dropped.
+        let (response, trace) = self.serving.infer_traced(request).await;
+        let encoded = encode_response(response?);
+        if let Some(trace) = trace {
+            trace.finish();
+        }
+        Ok(Response::new(encoded))
     }
 
     type ModelStreamInferStream = StreamResponses;
 
-    /// Each request on the stream runs concurrently; responses (or per-request errors, which leave the stream
+    /// Each request on the stream runs concurrently (a sequence's requests one after another, in the order
+    /// sent); responses (or per-request errors, which leave the stream
     /// open) come back as they complete, carrying the request's id. An inbound stream that fails (a message
     /// over `--grpc-max-message-bytes`, one that does not decode) ends the call with that status, once the
     /// requests already running have answered.
@@ -184,6 +196,7 @@ impl GrpcInferenceService for GrpcService {
         let (fail, failed) = oneshot::channel::<Status>();
         let serving = self.serving.clone();
         tokio::spawn(async move {
+            let mut sequences = SequenceOrder::default();
             while let Some(next) = inbound.next().await {
                 let request = match next {
                     Ok(request) => request,
@@ -193,12 +206,15 @@ impl GrpcInferenceService for GrpcService {
                     }
                 };
                 let (serving, tx, transport) = (serving.clone(), tx.clone(), transport.clone());
+                let mut turn = sequences.turn(&request);
                 tokio::spawn(async move {
                     let id = request.id.clone();
-                    let result = match transport.decode(request) {
-                        Ok(r) => serving.infer(r).await,
-                        Err(e) => Err(e),
+                    turn.wait().await;
+                    let (result, trace) = match transport.decode(request) {
+                        Ok(r) => serving.infer_traced(r).await,
+                        Err(e) => (Err(e), None),
                     };
+                    drop(turn);
                     let message = match result {
                         Ok(resp) => ModelStreamInferResponse {
                             error_message: String::new(),
@@ -212,6 +228,9 @@ impl GrpcInferenceService for GrpcService {
                             }),
                         },
                     };
+                    if let Some(trace) = trace {
+                        trace.finish();
+                    }
                     let _ = tx.send(Ok(message)).await;
                 });
             }
@@ -280,54 +299,127 @@ impl GrpcInferenceService for GrpcService {
         self.admin.unload(by, &name).await?;
         Ok(Response::new(RepositoryModelUnloadResponse {}))
     }
-    // Shared memory, trace and log settings: filled in by issue 16's work (temporary until then).
+    // Triton's shared memory extension: system regions, and CUDA answered without CUDA IPC.
     async fn system_shared_memory_status(
         &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
+        req: Request<SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("system shared memory"))
+        let name = req.into_inner().name;
+        // An empty name asks for every region.
+        let regions = self
+            .serving
+            .shared_memory()
+            .status(Some(name.as_str()).filter(|n| !n.is_empty()))
+            .map_err(InferError::from)?
+            .into_iter()
+            .map(|r| {
+                let status = system_shared_memory_status_response::RegionStatus {
+                    name: r.name.clone(),
+                    key: r.key,
+                    offset: r.offset,
+                    byte_size: r.byte_size,
+                };
+                (r.name, status)
+            })
+            .collect();
+        Ok(Response::new(SystemSharedMemoryStatusResponse { regions }))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
+        req: Request<SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("system shared memory"))
+        let r = req.into_inner();
+        self.serving
+            .shared_memory()
+            .register(&r.name, &r.key, r.offset, r.byte_size)
+            .map_err(InferError::from)?;
+        Ok(Response::new(SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
+        req: Request<SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("system shared memory"))
+        let name = req.into_inner().name;
+        // An empty name unregisters every region.
+        self.serving
+            .shared_memory()
+            .unregister(Some(name.as_str()).filter(|n| !n.is_empty()))
+            .map_err(InferError::from)?;
+        Ok(Response::new(SystemSharedMemoryUnregisterResponse {}))
     }
 
+    /// This build has no CUDA IPC: no CUDA region is ever registered.
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
+        req: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(Status::unimplemented("CUDA shared memory"))
+        let name = req.into_inner().name;
+        self.serving
+            .shared_memory()
+            .cuda_status(Some(name.as_str()).filter(|n| !n.is_empty()))
+            .map_err(InferError::from)?;
+        Ok(Response::new(CudaSharedMemoryStatusResponse::default()))
     }
 
     async fn cuda_shared_memory_register(
         &self,
-        _: Request<CudaSharedMemoryRegisterRequest>,
+        req: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(Status::unimplemented("CUDA shared memory"))
+        self.serving
+            .shared_memory()
+            .cuda_register(&req.into_inner().name)
+            .map_err(InferError::from)?;
+        Ok(Response::new(CudaSharedMemoryRegisterResponse {}))
     }
 
+    /// Nothing is ever registered as CUDA shared memory, so there is nothing to unregister (as in Triton, an
+    /// unknown name is not an error).
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(Status::unimplemented("CUDA shared memory"))
+        Ok(Response::new(CudaSharedMemoryUnregisterResponse {}))
     }
 
-    async fn trace_setting(&self, _: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
-        Err(Status::unimplemented("trace settings"))
+    /// Triton's trace extension: settings in the request are applied (to the model named, or globally) and the
+    /// settings then in force are answered; an empty value list clears a setting. With no settings it only
+    /// reads, as Triton's does.
+    async fn trace_setting(&self, req: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
+        let what = format!("TraceSetting {}", req.get_ref().model_name);
+        let caller = caller(&req);
+        let r = req.get_ref();
+        let model = match r.model_name.is_empty() {
+            true => None,
+            false => Some(super::http_trace::served_model(&self.serving, &r.model_name)?),
+        };
+        let tracer = self.serving.tracer();
+        if !r.settings.is_empty() {
+            self.admin.authorize_settings(&caller, &what)?;
+            let update = Update::parse(
+                r.settings
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), (!v.value.is_empty()).then_some(v.value.as_slice()))),
+            )?;
+            tracer.update(model.as_deref(), update);
+        }
+        let settings = tracer
+            .settings(model.as_deref())
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    Shown::One(s) => vec![s],
+                    Shown::List(l) => l,
+                };
+                (k.to_string(), trace_setting_response::SettingValue { value })
+            })
+            .collect();
+        Ok(Response::new(TraceSettingResponse { settings }))
     }
 
-    async fn log_settings(&self, _: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
-        Err(Status::unimplemented("log settings"))
+    async fn log_settings(&self, req: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
+        let answer = super::grpc_logging::log_settings(&self.admin, &caller(&req), req.get_ref().clone())?;
+        Ok(Response::new(answer))
     }
 }

@@ -11,7 +11,7 @@ use crate::proto::{
     infer_parameter::ParameterChoice, model_infer_response, InferParameter, InferTensorContents, ModelInferRequest,
     ModelInferResponse,
 };
-use crate::request::{InferRequest, InferResponse, ParamValue, Protocol, RequestedOutput};
+use crate::request::{InferRequest, InferResponse, ParamValue, Protocol, RegionRef, RequestedOutput, SequenceRequest};
 use crate::tensor::{push_bytes_element, DataType, Tensor};
 
 fn parameters(map: HashMap<String, InferParameter>) -> Vec<(String, ParamValue)> {
@@ -95,12 +95,13 @@ pub fn decode_request(req: ModelInferRequest) -> Result<InferRequest, Undecodabl
         .map_err(InferError::from)
         .and_then(|model| {
             let mut request = InferRequest::new(model, Protocol::Grpc);
-            request.inputs = decode_inputs(inputs, raw_input_contents, &model_name)?;
+            (request.inputs, request.input_regions) = decode_inputs(inputs, raw_input_contents, &model_name)?;
             request.outputs = outputs
                 .into_iter()
                 .map(|o| RequestedOutput::with_parameters(o.name, &parameters(o.parameters)))
                 .collect::<InferResult<_>>()?;
             request.parameters = parameters(params);
+            request.sequence = SequenceRequest::from_parameters(&request.parameters)?;
             Ok(request)
         });
     match decoded {
@@ -116,27 +117,78 @@ pub fn decode_request(req: ModelInferRequest) -> Result<InferRequest, Undecodabl
     }
 }
 
+/// The shared memory region an input's parameters name, if any.
+fn input_region(input: &crate::proto::model_infer_request::InferInputTensor) -> InferResult<Option<RegionRef>> {
+    const PREFIX: &str = "shared_memory_";
+    if !input.parameters.keys().any(|k| k.starts_with(PREFIX)) {
+        return Ok(None);
+    }
+    let params = input
+        .parameters
+        .iter()
+        .filter(|(k, _)| k.starts_with(PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    RegionRef::from_parameters(&format!("input '{}'", input.name), &parameters(params))
+}
+
+/// Tensors, and the shared memory regions some of them (by index) are to be read from.
+type DecodedInputs = (Vec<Tensor>, Vec<(usize, RegionRef)>);
+
+/// The inputs as tensors, and which of them are in shared memory (their data left empty). Inputs in shared
+/// memory have no `raw_input_contents` entry: the entries belong, in order, to the other inputs.
 fn decode_inputs(
     inputs: Vec<crate::proto::model_infer_request::InferInputTensor>,
     raw: Vec<Bytes>,
     model: &str,
-) -> InferResult<Vec<Tensor>> {
-    if !raw.is_empty() && raw.len() != inputs.len() {
+) -> InferResult<DecodedInputs> {
+    let regions = inputs.iter().map(input_region).collect::<InferResult<Vec<_>>>()?;
+    let in_messages = regions.iter().filter(|r| r.is_none()).count();
+    // Triton checks for mixed contents before the count, and its clients match this wording.
+    if !raw.is_empty() {
+        if let Some(input) = inputs.iter().find(|i| i.contents.is_some()) {
+            return Err(InferError::invalid(format!(
+                "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
+                input.name
+            )));
+        }
+    }
+    if !raw.is_empty() && raw.len() != in_messages {
+        let which = match in_messages < inputs.len() {
+            true => "one per input not in shared memory",
+            false => "one per input",
+        };
         return Err(InferError::invalid(format!(
-            "expected {} raw_input_contents (one per input), got {}",
-            inputs.len(),
+            "expected {in_messages} raw_input_contents ({which}), got {}",
             raw.len()
         )));
     }
     let mut raw = raw.into_iter();
     let mut tensors = Vec::with_capacity(inputs.len());
-    for input in inputs {
+    let mut input_regions = Vec::new();
+    for (input, region) in inputs.into_iter().zip(regions) {
         let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
             InferError::invalid(format!(
                 "input '{}' has unknown datatype '{}'",
                 input.name, input.datatype
             ))
         })?;
+        if let Some(region) = region {
+            if input.contents.is_some() {
+                return Err(InferError::invalid(format!(
+                    "input '{}' is in shared memory: it must not carry contents",
+                    input.name
+                )));
+            }
+            input_regions.push((tensors.len(), region));
+            tensors.push(Tensor {
+                name: input.name,
+                datatype,
+                shape: input.shape,
+                data: Bytes::new(),
+            });
+            continue;
+        }
         let data = match (raw.next(), &input.contents) {
             (Some(_), Some(_)) => {
                 return Err(InferError::invalid(format!(
@@ -155,17 +207,47 @@ fn decode_inputs(
             data,
         });
     }
-    Ok(tensors)
+    Ok((tensors, input_regions))
+}
+
+fn region_parameters(at: &RegionRef) -> HashMap<String, InferParameter> {
+    let param = |choice| InferParameter {
+        parameter_choice: Some(choice),
+    };
+    let mut map = HashMap::from([
+        (
+            "shared_memory_region".to_string(),
+            param(ParameterChoice::StringParam(at.region.clone())),
+        ),
+        (
+            "shared_memory_byte_size".to_string(),
+            param(ParameterChoice::Int64Param(at.byte_size as i64)),
+        ),
+    ]);
+    if at.offset != 0 {
+        map.insert(
+            "shared_memory_offset".to_string(),
+            param(ParameterChoice::Int64Param(at.offset as i64)),
+        );
+    }
+    map
 }
 
 pub fn encode_response(resp: InferResponse) -> ModelInferResponse {
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut raw = Vec::with_capacity(resp.outputs.len());
     for t in resp.outputs {
+        // An output in shared memory keeps its (empty) place among the raw contents, as in Triton, and says
+        // where it is.
+        let parameters = match resp.in_regions.iter().find(|(n, _)| *n == t.name) {
+            None => HashMap::new(),
+            Some((_, at)) => region_parameters(at),
+        };
         outputs.push(model_infer_response::InferOutputTensor {
             name: t.name,
             datatype: t.datatype.name().to_string(),
             shape: t.shape,
+            parameters,
             ..Default::default()
         });
         raw.push(t.data);

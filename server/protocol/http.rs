@@ -23,6 +23,7 @@ use crate::repository::config::to_json;
 use crate::repository::{LoadError, LoadFailure};
 use crate::request::{Protocol, REQUEST_ID, ROUTING_KEY};
 use crate::request_log;
+use crate::request_trace::{TraceParent, TRACEPARENT, TRACESTATE};
 use crate::traffic::TrafficPolicy;
 
 #[derive(Deserialize)]
@@ -94,6 +95,9 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route("/v2/repository/models/{model}/unload", post(repository_unload))
+        .merge(super::http_shared_memory::routes())
+        .merge(super::http_trace::routes())
+        .merge(super::http_logging::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)
@@ -198,8 +202,14 @@ async fn infer(
     if request.id.is_empty() {
         request.id = header(REQUEST_ID).unwrap_or_default().to_string();
     }
-    let response = api.serving.infer(decoded.request).await?;
+    request.trace_parent = header(TRACEPARENT).and_then(|p| TraceParent::parse(p, header(TRACESTATE)));
+    // A failed request's trace ends as it is dropped.
+    let (response, trace) = api.serving.infer_traced(decoded.request).await;
+    let response = response?;
     let (body, json_len) = encode_response(&response, &decoded.binary);
+    if let Some(trace) = trace {
+        trace.finish();
+    }
     let mut resp = body.into_response();
     let headers = resp.headers_mut();
     match json_len {

@@ -11,8 +11,13 @@ pub mod dashboard;
 pub mod grpc;
 pub mod grpc_codec;
 pub mod grpc_limit;
+pub mod grpc_logging;
+pub mod grpc_stream_order;
 pub mod grpc_tensors;
 pub mod http;
+pub mod http_logging;
+pub mod http_shared_memory;
+pub mod http_trace;
 pub mod json;
 
 /// What the front-ends serve from.

@@ -13,7 +13,7 @@ use crate::backend::BackendError;
 use crate::error::InferError;
 use crate::model_name::ModelName;
 use crate::registry::SyncError;
-use crate::scheduler::PolicyError;
+use crate::scheduler::{PolicyError, SequenceConfigError};
 use crate::spec::SpecError;
 use crate::traffic::TrafficError;
 
@@ -66,6 +66,8 @@ pub enum LoadError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Batching(#[from] PolicyError),
+    #[error(transparent)]
+    Sequence(#[from] SequenceConfigError),
     #[error(transparent)]
     Placement(#[from] PlacementError),
     #[error(transparent)]

@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::model_name::{ModelName, NameError};
 use crate::proto::model_version_policy::PolicyChoice;
 use crate::proto::ModelConfig;
-use crate::scheduler::{BatchPolicy, Scheduler};
+use crate::scheduler::{BatchPolicy, Scheduler, SequencePolicy};
 use crate::spec::ModelSpec;
 use crate::stats::Stats;
 use crate::version::LoadedVersion;
@@ -72,11 +72,12 @@ pub fn select_backend(
             });
     }
     let has_file = |b: &Arc<dyn Backend>| -> bool {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|v| v.path().join(b.default_model_filename()).is_file())
+        b.needs_model_file()
+            && std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|v| v.path().join(b.default_model_filename()).is_file())
     };
     backends
         .iter()
@@ -236,13 +237,14 @@ pub fn load_version(
     file: &Path,
     detailed: bool,
 ) -> Result<LoadedVersion, LoadError> {
-    if !file.is_file() {
+    if prepared.backend.needs_model_file() && !file.is_file() {
         return Err(LoadError::ModelFile {
             version,
             path: file.to_path_buf(),
         });
     }
     let policy = BatchPolicy::from_config(&prepared.config)?;
+    let sequence = SequencePolicy::from_config(&prepared.config, &prepared.spec)?;
     let placements = placement::placements(&prepared.spec.name, &prepared.config, &Gpus::discover())?;
     let instances = placements
         .iter()
@@ -255,7 +257,10 @@ pub fn load_version(
     let version_dir = file.parent().unwrap_or(file);
     let health = Health::load(&prepared.config, &prepared.spec, version, version_dir)?;
     let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
-    let scheduler = Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone());
+    let scheduler = match sequence {
+        Some(sequence) => Scheduler::start_sequence(prepared.spec.clone(), instances, policy, sequence, stats.clone()),
+        None => Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone()),
+    };
     Ok(LoadedVersion {
         version,
         spec: prepared.spec.clone(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::batch::{batch_shape, split_output, AlignedBuf};
 use super::queue::Plan;
 use super::{Job, Shared};
-use crate::backend::{BackendError, BatchInput, BatchOutput, Instance};
+use crate::backend::{BatchInput, BatchOutput, Instance};
 use crate::error::InferError;
 use crate::spec::ModelSpec;
 use crate::stats::{FailReason, Stats};
@@ -100,6 +100,7 @@ impl Worker {
         }
         match self.guarded(jobs, rows, start) {
             Ok(results) => {
+                note_executed(jobs, start);
                 for (job, outputs) in jobs.drain(..).zip(results) {
                     job.reply.send(Ok(outputs));
                 }
@@ -108,11 +109,14 @@ impl Worker {
             Err(_) if jobs.len() > 1 => {
                 for job in jobs.drain(..) {
                     let single = std::slice::from_ref(&job);
-                    let result = self.guarded(single, job.rows, Instant::now()).map(|mut r| r.remove(0));
+                    let alone = Instant::now();
+                    let result = self.guarded(single, job.rows, alone).map(|mut r| r.remove(0));
+                    note_executed(single, alone);
                     job.reply.send(result);
                 }
             }
             Err(e) => {
+                note_executed(jobs, start);
                 for job in jobs.drain(..) {
                     job.reply.send(Err(e.clone()));
                 }
@@ -167,10 +171,9 @@ impl Worker {
             })
             .collect();
         let infer_start = Instant::now();
-        self.instance.execute(&inputs, &mut self.outputs).map_err(|e| match e {
-            BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
-            other => InferError::Internal(other.to_string()),
-        })?;
+        self.instance
+            .execute(&inputs, &mut self.outputs)
+            .map_err(super::execution_error)?;
         let infer_end = Instant::now();
         if self.outputs.len() != spec.outputs.len() {
             return Err(InferError::Internal(format!(
@@ -192,5 +195,13 @@ impl Worker {
             end - infer_end,
         );
         Ok(())
+    }
+}
+
+/// Tells traced requests when they ran (the rest carry no record, and cost a check each).
+fn note_executed(jobs: &[Job], start: Instant) {
+    let end = Instant::now();
+    for executed in jobs.iter().filter_map(|j| j.reply.executed()) {
+        executed.record(start, end);
     }
 }

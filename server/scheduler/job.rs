@@ -3,7 +3,7 @@
 //! order; a reply dropped unanswered (the job forgotten, timed out, or lost to a panic) gives up its place in
 //! that order instead of holding every later request up.
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -42,11 +42,28 @@ impl JobState {
     }
 }
 
+/// When an instance ran a traced request: written once by the instance, read by the caller after the reply.
+#[derive(Debug, Default)]
+pub struct Executed(OnceLock<(Instant, Instant)>);
+
+impl Executed {
+    pub(super) fn record(&self, start: Instant, end: Instant) {
+        let _ = self.0.set((start, end));
+    }
+
+    /// Compute start and end, once the request has run.
+    pub fn times(&self) -> Option<(Instant, Instant)> {
+        self.0.get().copied()
+    }
+}
+
 /// The way back to a request's caller, holding its place in the version's response order.
 pub(super) struct Reply {
     tx: Option<oneshot::Sender<Outcome>>,
     seq: u64,
     order: Arc<Order>,
+    /// Where a traced request's compute times go.
+    executed: Option<Arc<Executed>>,
 }
 
 impl Reply {
@@ -55,7 +72,18 @@ impl Reply {
             tx: Some(tx),
             seq,
             order,
+            executed: None,
         }
+    }
+
+    /// The reply of a traced request, which is told when its request ran.
+    pub(super) fn traced(mut self, executed: Option<Arc<Executed>>) -> Self {
+        self.executed = executed;
+        self
+    }
+
+    pub(super) fn executed(&self) -> Option<&Executed> {
+        self.executed.as_deref()
     }
 
     /// Answers the request, in its turn when the version preserves ordering.

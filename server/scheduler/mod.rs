@@ -7,23 +7,32 @@
 //! policy, enqueues it, and resolves to its answer, racing the queue timeout and keeping the response order;
 //! dropping the future cancels the request. Nothing outside can build a job or answer one. Tokio tasks only
 //! enqueue and await: nothing blocks a runtime thread.
+//!
+//! A stateful model (`sequence_batching`) is scheduled by `sequence_batcher` instead: a sequence's requests run
+//! in order on the instance holding its slot, with control inputs and implicit state filled in per row.
 mod batch;
 mod instance;
 mod job;
 mod order;
 pub mod policy;
 mod queue;
+mod sequence;
+mod sequence_batcher;
+pub mod sequence_policy;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+pub use self::job::Executed;
 use self::job::{Job, JobState, Reply};
 use self::order::Order;
 pub use self::policy::{BatchPolicy, PolicyError, QueuePolicy, TimeoutAction, DEFAULT_QUEUE_SIZE};
 use self::queue::Queue;
-use crate::backend::Instance;
+use self::sequence_batcher::SequenceBatcher;
+pub use self::sequence_policy::{SequenceConfigError, SequencePolicy};
+use crate::backend::{BackendError, Instance};
 use crate::error::{InferError, InferResult};
 use crate::spec::ModelSpec;
 use crate::stats::Stats;
@@ -61,10 +70,16 @@ pub struct Submission {
     pub priority: Option<u64>,
     /// Triton's `timeout` request parameter in microseconds, honoured where the queue policy allows it.
     pub timeout_us: Option<u64>,
+    /// A traced request's record of when it ran.
+    pub executed: Option<Arc<Executed>>,
+    /// The sequence the request belongs to (stateful models).
+    pub sequence: Option<crate::request::SequenceRequest>,
 }
 
 pub struct Scheduler {
     shared: Arc<Shared>,
+    /// A stateful model's sequence batcher, which takes all its requests (`shared` then has no instances).
+    sequences: Option<SequenceBatcher>,
 }
 
 impl Scheduler {
@@ -94,13 +109,33 @@ impl Scheduler {
                 tracing::error!(model = %shared.spec.name, "cannot start instance thread: {e}");
             }
         }
-        Self { shared }
+        Self {
+            shared,
+            sequences: None,
+        }
+    }
+
+    /// The scheduler of a stateful model (`sequence_batching`): its sequence batcher runs the instances.
+    pub fn start_sequence(
+        spec: Arc<ModelSpec>,
+        instances: Vec<Box<dyn Instance>>,
+        policy: BatchPolicy,
+        sequence: SequencePolicy,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let batcher = SequenceBatcher::start(spec.clone(), instances, sequence, stats.clone());
+        let mut scheduler = Self::start(spec, Vec::new(), policy, stats);
+        scheduler.sequences = Some(batcher);
+        scheduler
     }
 
     /// Queues a request and resolves to every output of the model, in the model's order. A full queue, a bad
     /// priority or an unloading version is answered at once; a request still waiting when its queue timeout
     /// fires (REJECT) gets a timeout, while one an instance has taken runs to the end.
     pub async fn submit(&self, request: Submission) -> InferResult<Vec<Tensor>> {
+        if let Some(sequences) = &self.sequences {
+            return sequences.submit(request).await;
+        }
         let spec = &self.shared.spec;
         let policy = &self.shared.policy;
         let level = match request.priority {
@@ -179,7 +214,7 @@ impl Scheduler {
             level,
             deadline,
             state,
-            reply: Reply::new(tx, seq, self.shared.order.clone()),
+            reply: Reply::new(tx, seq, self.shared.order.clone()).traced(request.executed),
         });
         // A busy instance finds the job when it next looks; only a sleeping one needs the (syscall) wake-up.
         let wake = queue.idle > 0;
@@ -191,6 +226,9 @@ impl Scheduler {
     }
 
     pub fn load(&self) -> Load {
+        if let Some(sequences) = &self.sequences {
+            return sequences.load();
+        }
         let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         Load {
             queued: q.len(),
@@ -207,5 +245,14 @@ impl Drop for Scheduler {
             q.closed = true;
         }
         self.shared.changed.notify_all();
+    }
+}
+
+/// What a failed execution tells the caller: the runtime refusing the request's data is the client's mistake
+/// (400), anything else the server's (500).
+fn execution_error(e: BackendError) -> InferError {
+    match e {
+        BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
+        other => InferError::Internal(other.to_string()),
     }
 }
