@@ -196,10 +196,9 @@ impl Serving {
         };
         let inflight = version.stats.start_request(arm);
         let result = match self.admit() {
-            Ok(_admitted) => match run(&version, req, received, trace).await {
-                Ok(response) => output_regions.write(response).map_err(InferError::from),
-                Err(e) => Err(e),
-            },
+            Ok(_admitted) => run(&version, req, received, trace)
+                .await
+                .and_then(|response| output_regions.write(response).map_err(InferError::from)),
             Err(e) => Err(e),
         };
         drop(inflight);

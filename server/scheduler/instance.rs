@@ -75,20 +75,10 @@ impl Worker {
                     queue = lock();
                 }
                 Plan::WaitUntil(due) => {
-                    queue.idle += 1;
-                    queue = shared
-                        .changed
-                        .wait_timeout(queue, due.saturating_duration_since(now))
-                        .map(|(q, _)| q)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                    queue.idle -= 1;
+                    queue = super::wait_idle(&shared.changed, queue, Some(due.saturating_duration_since(now)));
                 }
                 Plan::Empty if queue.closed => return,
-                Plan::Empty => {
-                    queue.idle += 1;
-                    queue = shared.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
-                    queue.idle -= 1;
-                }
+                Plan::Empty => queue = super::wait_idle(&shared.changed, queue, None),
             }
         }
     }

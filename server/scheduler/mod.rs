@@ -248,6 +248,42 @@ impl Drop for Scheduler {
     }
 }
 
+/// A queue its instance threads wait on, counting themselves idle meanwhile so that whoever changes the queue
+/// knows whether a wake-up is owed (the plain queue and the sequence queue alike).
+trait IdleWaiters {
+    fn idle(&mut self) -> &mut usize;
+}
+
+impl IdleWaiters for queue::Queue {
+    fn idle(&mut self) -> &mut usize {
+        &mut self.idle
+    }
+}
+
+impl IdleWaiters for sequence::SequenceQueue {
+    fn idle(&mut self) -> &mut usize {
+        &mut self.idle
+    }
+}
+
+/// Waits, counted idle, for `changed` to be signalled, or for `timeout` to pass when one is given.
+fn wait_idle<'a, Q: IdleWaiters>(
+    changed: &Condvar,
+    mut queue: std::sync::MutexGuard<'a, Q>,
+    timeout: Option<Duration>,
+) -> std::sync::MutexGuard<'a, Q> {
+    *queue.idle() += 1;
+    let mut queue = match timeout {
+        Some(timeout) => changed
+            .wait_timeout(queue, timeout)
+            .map(|(q, _)| q)
+            .unwrap_or_else(|p| p.into_inner().0),
+        None => changed.wait(queue).unwrap_or_else(|p| p.into_inner()),
+    };
+    *queue.idle() -= 1;
+    queue
+}
+
 /// What a failed execution tells the caller: the runtime refusing the request's data is the client's mistake
 /// (400), anything else the server's (500).
 fn execution_error(e: BackendError) -> InferError {

@@ -212,20 +212,10 @@ impl Worker {
                     queue = lock();
                 }
                 SeqPlan::WaitUntil(due) => {
-                    queue.idle += 1;
-                    queue = shared
-                        .changed
-                        .wait_timeout(queue, due.saturating_duration_since(now))
-                        .map(|(q, _)| q)
-                        .unwrap_or_else(|p| p.into_inner().0);
-                    queue.idle -= 1;
+                    queue = super::wait_idle(&shared.changed, queue, Some(due.saturating_duration_since(now)));
                 }
                 SeqPlan::Empty if queue.closed && queue.drained(self.index) => return,
-                SeqPlan::Empty => {
-                    queue.idle += 1;
-                    queue = shared.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
-                    queue.idle -= 1;
-                }
+                SeqPlan::Empty => queue = super::wait_idle(&shared.changed, queue, None),
             }
         }
     }
