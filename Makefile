@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-metrics bench-health bench-registry bench-overload bench-protocol soak triton-examples fuzz fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-overhead profile bench-metrics bench-health bench-registry bench-overload bench-protocol soak triton-examples fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -38,6 +38,18 @@ test: setup
 
 bench: setup
 	scripts/bench.sh
+
+# inferd before and after a change beside the Triton peer, small and large tensors (issue 17; benches/RESULTS.md,
+# "Serving overhead"). BEFORE: the binary before the change, e.g. a copy kept from the last build (default: this
+# build against itself). The peer's first install takes a few minutes; the run about 15.
+BEFORE ?= target/release/inferd
+bench-overhead: build
+	scripts/bench_overhead.py --before $(BEFORE) --after target/release/inferd --rounds 3 --record
+
+# perf profiles of the release server under perf_analyzer (identity, HTTP and gRPC, c=1 and 32): flame graphs
+# and hottest functions in benches/flamegraphs/.
+profile: build
+	scripts/profile.sh
 
 # Metrics on against --allow-metrics false, perf_analyzer at c=32 (benches/RESULTS.md, "Cost of metrics").
 bench-metrics: build

@@ -8,12 +8,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use inferd::backend::ort::{find_library, OrtBackend};
 use inferd::backend::Backend;
-use inferd::lifecycle::{Lifecycle, LifecycleConfig};
 use inferd::metrics::Metrics;
 use inferd::request::Protocol;
-use inferd::routing::Routes;
-use inferd::serving::{Serving, ServingConfig};
 use inferd::stats::{Arm, Stats};
+
+mod support;
 
 fn one_request(s: &Stats) {
     let inflight = s.start_request(Arm::Split);
@@ -39,28 +38,7 @@ fn bench(c: &mut Criterion) {
 
     let library = find_library(None).expect("run `make setup` first");
     let backend: Arc<dyn Backend> = Arc::new(OrtBackend::new(library, 1).expect("ONNX Runtime loads"));
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
-    let routes = Arc::new(Routes::default());
-    let lifecycle = Arc::new(Lifecycle::new(
-        routes.clone(),
-        LifecycleConfig {
-            registry: Arc::new(inferd::registry::Registry::local(vec![repo])),
-            backends: vec![backend],
-            detailed_metrics: true,
-        },
-    ));
-    let serving = Serving::new(
-        routes,
-        ServingConfig {
-            server_id: "bench".into(),
-            strict_readiness: true,
-            max_inflight: 0,
-            max_tensor_elements: u64::MAX,
-        },
-    );
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(lifecycle.load_repository(None))
-        .expect("the example models load");
+    let (_rt, lifecycle, serving) = support::example_serving(vec![backend], None);
     let metrics = Metrics::new();
     c.bench_function("scrape (render /metrics, example models)", |b| {
         b.iter(|| metrics.render(&serving, &lifecycle).len())

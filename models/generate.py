@@ -155,6 +155,17 @@ def simple_identity():
     write_if_changed(os.path.join(d, "1", ".gitkeep"), "")
 
 
+def serving_identity(name, dims, max_batch_size):
+    """An FP32 model on the built-in identity backend with dynamic batching: the cost of serving alone, without a
+    model's compute (`identity` has `mlp`'s input; `identity_image` one 3x224x224 image, for large tensors)."""
+    d = os.path.join(ROOT, name)
+    cfg = config(
+        name, max_batch_size, [("INPUT0", "TYPE_FP32", dims)], [("OUTPUT0", "TYPE_FP32", dims)], dynamic_batching=True
+    ).replace('platform: "onnxruntime_onnx"', 'backend: "identity"')
+    write_if_changed(os.path.join(d, "config.pbtxt"), cfg)
+    write_if_changed(os.path.join(d, "1", ".gitkeep"), "")
+
+
 def simple_plus_model():
     """`simple` with 1000 added to both outputs: a second version whose answers are told apart from the first,
     for rollout tests."""
@@ -597,6 +608,8 @@ def generate():
     save("simple_string", *simple_string_model())
     save("simple_int8", *simple_int8_model())
     simple_identity()
+    serving_identity("identity", [64], 64)
+    serving_identity("identity_image", [3, 224, 224], 8)
     save("simple_plus", *simple_plus_model(), root=TEST_ROOT)
     mlp = mlp_onnx()
     save("mlp", mlp, mlp_config())

@@ -6,23 +6,27 @@
 #   scripts/bench.sh [--with-triton]        (or `make bench`; BENCH_TRITON=1 is the same as --with-triton)
 #
 # Measures, batch 1 per request:
-#   - mlp at concurrency 1, 8, 32, 64 and simple at concurrency 1, 8, over HTTP and gRPC;
-#   - server CPU per request (../shared/bench/cpu-per-request.sh) for mlp at c=32 on both protocols;
-#   - with --with-triton, the same mlp runs against the reference Triton peer (../shared/bench/peer-triton.sh;
-#     its first install takes a few minutes) and the ratio inferd/Triton.
+#   - mlp at concurrency 1, 8, 32, 64, identity (the built-in identity backend, FP32 [64]: serving alone) at
+#     1, 32 and simple at 1, 8, over HTTP and gRPC;
+#   - server CPU per request (scripts/cpu_per_request.sh) for mlp and identity at c=32 on both protocols;
+#   - with --with-triton, the same mlp and identity runs against the reference Triton peer
+#     (scripts/peer_triton.sh, identity as identity:FP32:64; its first install takes a few minutes) and the
+#     ratio inferd/Triton.
+# Everything it needs is in the repository: perf_analyzer is installed by scripts/install_perf_analyzer.sh.
 # How perf_analyzer is run (BENCH_PA_MODE):
 #   count (default): a 1000-request probe (warm-up, and sizes the run), then one run of --request-count N
 #     with N = about BENCH_SECONDS (4) of load. Throughput = N / (last response - first send) taken from
 #     --profile-export-file, because perf_analyzer 2.50 divides N by a whole number of seconds in this mode.
 #     perf_analyzer 2.50 now and then never ends such a run (the server has answered all N requests); each
 #     run is killed after BENCH_PA_TIMEOUT (60) seconds and tried up to three times.
-#   windows: `-p 3000 -r 3 -s 100` (BENCH_PA_WINDOW_ARGS), the shared README's advice. perf_analyzer 2.50
+#   windows: `-p 3000 -r 3 -s 100` (BENCH_PA_WINDOW_ARGS), perf_analyzer's stability windows. perf_analyzer 2.50
 #     can then spend minutes in InferenceProfiler::ValidLatencyMeasurement (it erases request records one
 #     by one, so its cost grows as the square of the request rate) once a server answers ~15k+ requests/s
 #     with c>=32 on 2 cores; each run is cut at BENCH_PA_TIMEOUT (180) seconds and reported as failed.
 # Raw perf_analyzer output, CSV reports and server logs go to target/bench/.
 # Environment: BENCH_PORT_BASE (inferd, default 18100), BENCH_TRITON_PORT_BASE (default 18000),
-# BENCH_MLP_CONCURRENCY (default "1 8 32 64"), BENCH_SIMPLE_CONCURRENCY (default "1 8"), BENCH_CPU_SECONDS (8).
+# BENCH_MLP_CONCURRENCY (default "1 8 32 64"), BENCH_IDENTITY_CONCURRENCY (default "1 32"),
+# BENCH_SIMPLE_CONCURRENCY (default "1 8"), BENCH_CPU_SECONDS (8).
 set -euo pipefail
 set +m # no job control: `setsid` must not fork, so that $! is the server's session id
 
@@ -30,20 +34,13 @@ with_triton=${BENCH_TRITON:-0}
 for arg in "$@"; do
   case $arg in
     --with-triton) with_triton=1 ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "bench: unknown argument: $arg (usage: scripts/bench.sh [--with-triton])" >&2; exit 2 ;;
   esac
 done
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 cd "$root"
-shared=$(realpath -m "$root/../shared")
-for f in install-perf-analyzer.sh cpu-per-request.sh peer-triton.sh; do
-  if [[ ! -x $shared/bench/$f ]]; then
-    echo "bench: $shared/bench/$f is missing; the team's shared folder must sit at ../shared beside the repository" >&2
-    exit 1
-  fi
-done
 
 port=${BENCH_PORT_BASE:-18100}
 http_port=$port grpc_port=$((port + 1)) metrics_port=$((port + 2))
@@ -55,6 +52,7 @@ secs=${BENCH_SECONDS:-4} cpu_secs=${BENCH_CPU_SECONDS:-8} probe=${BENCH_PROBE_RE
 min_requests=2000 max_requests=${BENCH_MAX_REQUESTS:-100000}
 pa_timeout=${BENCH_PA_TIMEOUT:-$([[ $mode == windows ]] && echo 180 || echo 60)}
 read -r -a mlp_conc <<<"${BENCH_MLP_CONCURRENCY:-1 8 32 64}"
+read -r -a identity_conc <<<"${BENCH_IDENTITY_CONCURRENCY:-1 32}"
 read -r -a simple_conc <<<"${BENCH_SIMPLE_CONCURRENCY:-1 8}"
 out=target/bench
 results=benches/RESULTS.md
@@ -62,8 +60,8 @@ results=benches/RESULTS.md
 server_pgid='' peer_pgid=''
 cleanup() {
   local rc=$?
-  [[ -n $server_pgid ]] && kill -- -"$server_pgid" 2>/dev/null || true
-  [[ -n $peer_pgid ]] && kill -- -"$peer_pgid" 2>/dev/null || true
+  if [[ -n $server_pgid ]]; then kill -- -"$server_pgid" 2>/dev/null || true; fi
+  if [[ -n $peer_pgid ]]; then kill -- -"$peer_pgid" 2>/dev/null || true; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -72,8 +70,8 @@ trap 'exit 130' INT TERM
 # 1. Build and tools.
 echo "bench: building release" >&2
 cargo build --release --locked --bin inferd
-pa=$("$shared/bench/install-perf-analyzer.sh" .perf_analyzer)
-export PA_DIR=$root/.perf_analyzer # cpu-per-request.sh installs/uses perf_analyzer there
+pa=$(scripts/install_perf_analyzer.sh .perf_analyzer)
+export PA_DIR=$root/.perf_analyzer # where cpu_per_request.sh finds it
 rm -rf "$out" && mkdir -p "$out"
 rows=$out/rows.tsv cpu_rows=$out/cpu.tsv cmds=$out/commands.txt failures=$out/failures.txt retries=$out/retries.txt
 : >"$rows" && : >"$cpu_rows" && : >"$cmds" && : >"$failures" && : >"$retries"
@@ -118,18 +116,11 @@ pa_run() {
   return "$rc"
 }
 
-# Kills PID and everything below it (by process id).
-kill_tree() {
-  local child
-  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
-  kill -9 "$1" 2>/dev/null || true
-}
-
 declare -A rate_of # tag -> measured infer/s, to size the CPU runs
 # One perf_analyzer measurement: SYSTEM PROTOCOL HOST:PORT MODEL CONCURRENCY. Appends a row to $rows.
 measure() {
   local system=$1 proto=$2 url=$3 model=$4 c=$5
-  local tag=$system-$model-$proto-c$c rc=0 n rate span attempt
+  local tag=$system-$model-$proto-c$c rc=0 n rate span
   local base=(-m "$model" -i "$proto" -u "$url" -b 1 --concurrency-range "$c")
   local cmd
   echo "bench: $system $model $proto c=$c" >&2
@@ -145,7 +136,7 @@ measure() {
       read -r rate _ span < <(export_rate "$out/$tag.probe.json")
       # A short probe underestimates fast servers (connection set-up); run again, once, when the measured
       # run came out under half the intended length.
-      for attempt in 1 2; do
+      for _ in 1 2; do
         n=$(python3 -c "print(max($min_requests, min($max_requests, int($rate * $secs))))")
         cmd=(perf_analyzer "${base[@]}" --request-count "$n" -f "$out/$tag.csv" --profile-export-file "$out/$tag.json")
         # (pa_run removes the old CSV and export first: perf_analyzer refuses an existing export file)
@@ -196,32 +187,26 @@ print("\t".join([system, proto, model, c, f"{float(rate):.0f}", f"{g('p50 latenc
 PY
 }
 
-# Server CPU per request, mlp at c=32: SYSTEM PROTOCOL SID HTTP_HOSTPORT URL
+# Server CPU per request at c=32: SYSTEM MODEL PROTOCOL SID HTTP_HOSTPORT URL
 cpu_measure() {
-  local system=$1 proto=$2 sid=$3 http=$4 url=$5 res n
+  local system=$1 model=$2 proto=$3 sid=$4 http=$5 url=$6 res n
   local args=(-i "$proto" -u "$url" -b 1 --concurrency-range 32)
   if [[ $mode == windows ]]; then
     args+=("${window_args[@]}")
   else
-    n=$(python3 -c "print(max($min_requests, min(4 * $max_requests, int(${rate_of[$system-mlp-$proto-c32]:-1000} * $cpu_secs))))")
+    n=$(python3 -c "print(max($min_requests, min(4 * $max_requests, int(${rate_of[$system-$model-$proto-c32]:-1000} * $cpu_secs))))")
     args+=(--request-count "$n")
   fi
-  echo "../shared/bench/cpu-per-request.sh \$SID $http mlp ${args[*]}" >>"$cmds"
-  echo "bench: $system CPU/request mlp $proto c=32" >&2
-  # Its perf_analyzer may hang after the last request (see pa_run) and its `timeout 120` cannot end it then:
-  # a watchdog kills what is left after 150 s; the CPU and request counts stay valid.
-  "$shared/bench/cpu-per-request.sh" "$sid" "$http" mlp "${args[@]}" >"$out/cpu-$system-$proto.log" 2>&1 &
-  local job=$! waited=0
-  while kill -0 "$job" 2>/dev/null && ((waited < 150)); do sleep 1; waited=$((waited + 1)); done
-  if kill -0 "$job" 2>/dev/null; then
-    echo "bench:   perf_analyzer still running after 150 s; killing it" >&2
-    echo "cpu-per-request.sh $system $proto: perf_analyzer killed after 150 s" >>"$retries"
-    for child in $(ps -o pid= --ppid "$job"); do kill_tree "$child"; done
-  fi
-  wait "$job" || true
-  res=$(tail -n 1 "$out/cpu-$system-$proto.log")
+  echo "scripts/cpu_per_request.sh \$SID $http $model ${args[*]}" >>"$cmds"
+  echo "bench: $system CPU/request $model $proto c=32" >&2
+  # Its perf_analyzer may hang after the last request (see pa_run): cpu_per_request.sh kills it after
+  # CPU_PA_TIMEOUT seconds; the CPU and request counts stay valid.
+  local log=$out/cpu-$system-$model-$proto.log
+  CPU_PA_TIMEOUT=$pa_timeout scripts/cpu_per_request.sh "$sid" "$http" "$model" "${args[@]}" >"$log" 2>&1 || true
+  grep -q 'did not end' "$log" && echo "cpu_per_request.sh $system $model $proto: perf_analyzer killed after $pa_timeout s" >>"$retries"
+  res=$(tail -n 1 "$log")
   echo "bench:   $res" >&2
-  printf '%s\t%s\t%s\n' "$system" "$proto" "$res" >>"$cpu_rows"
+  printf '%s\t%s\t%s\t%s\n' "$system" "$model" "$proto" "$res" >>"$cpu_rows"
 }
 
 # 2. inferd.
@@ -242,7 +227,7 @@ if [[ $sid != "$pid" ]]; then
 fi
 server_pgid=$pid
 wait_ready "http://127.0.0.1:$http_port/v2/health/ready" "$pid" inferd "$log"
-for m in mlp simple; do
+for m in mlp identity simple; do
   curl -sf "http://127.0.0.1:$http_port/v2/models/$m/ready" >/dev/null ||
     { echo "bench: model $m not ready on inferd; log: $log" >&2; exit 1; }
 done
@@ -251,12 +236,15 @@ done
 for proto in http grpc; do
   if [[ $proto == http ]]; then url=127.0.0.1:$http_port; else url=127.0.0.1:$grpc_port; fi
   for c in "${mlp_conc[@]}"; do measure inferd "$proto" "$url" mlp "$c"; done
+  for c in "${identity_conc[@]}"; do measure inferd "$proto" "$url" identity "$c"; done
   for c in "${simple_conc[@]}"; do measure inferd "$proto" "$url" simple "$c"; done
 done
 
 # 4. Server CPU per request.
-cpu_measure inferd http "$sid" "127.0.0.1:$http_port" "127.0.0.1:$http_port"
-cpu_measure inferd grpc "$sid" "127.0.0.1:$http_port" "127.0.0.1:$grpc_port"
+for m in mlp identity; do
+  cpu_measure inferd "$m" http "$sid" "127.0.0.1:$http_port" "127.0.0.1:$http_port"
+  cpu_measure inferd "$m" grpc "$sid" "127.0.0.1:$http_port" "127.0.0.1:$grpc_port"
+done
 kill -- -"$server_pgid" 2>/dev/null || true
 wait "$pid" 2>/dev/null || true
 server_pgid=''
@@ -264,17 +252,21 @@ server_pgid=''
 # 5. The Triton peer.
 if ((with_triton)); then
   echo "bench: starting the Triton peer (the first run installs nvidia-pytriton into .peer, a few minutes)" >&2
-  echo "../shared/bench/peer-triton.sh .peer --port-base $tport mlp=models/mlp/1/model.onnx" >>"$cmds"
+  peer_models=(mlp=models/mlp/1/model.onnx identity=identity:FP32:64)
+  echo "scripts/peer_triton.sh .peer --port-base $tport ${peer_models[*]}" >>"$cmds"
   for p in "$tport" "$((tport + 1))" "$((tport + 2))"; do
     if port_busy "$p"; then echo "bench: port $p is already in use (another server running?)" >&2; exit 1; fi
   done
-  peer_pgid=$("$shared/bench/peer-triton.sh" .peer --port-base "$tport" mlp=models/mlp/1/model.onnx)
+  peer_pgid=$(scripts/peer_triton.sh .peer --port-base "$tport" "${peer_models[@]}")
   for proto in http grpc; do
     if [[ $proto == http ]]; then url=127.0.0.1:$tport; else url=127.0.0.1:$((tport + 1)); fi
     for c in "${mlp_conc[@]}"; do measure triton "$proto" "$url" mlp "$c"; done
+    for c in "${identity_conc[@]}"; do measure triton "$proto" "$url" identity "$c"; done
   done
-  cpu_measure triton http "$peer_pgid" "127.0.0.1:$tport" "127.0.0.1:$tport"
-  cpu_measure triton grpc "$peer_pgid" "127.0.0.1:$tport" "127.0.0.1:$((tport + 1))"
+  for m in mlp identity; do
+    cpu_measure triton "$m" http "$peer_pgid" "127.0.0.1:$tport" "127.0.0.1:$tport"
+    cpu_measure triton "$m" grpc "$peer_pgid" "127.0.0.1:$tport" "127.0.0.1:$((tport + 1))"
+  done
   kill -- -"$peer_pgid" 2>/dev/null || true
   peer_pgid=''
 fi
@@ -289,7 +281,7 @@ python3 - "$results" "$rows" "$cpu_rows" "$cmds" "$failures" "$retries" \
 import re, sys
 results, rows_f, cpu_f, cmds_f, fail_f, retries_f, date, commit, nproc, cpu_model, mode, window_args, secs = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(rows_f) if l.strip()]
-cpu = [l.rstrip("\n").split("\t", 2) for l in open(cpu_f) if l.strip()]
+cpu = [l.rstrip("\n").split("\t", 3) for l in open(cpu_f) if l.strip()]
 cmds = open(cmds_f).read().strip()
 failures = open(fail_f).read().strip()
 retries = open(retries_f).read().strip()
@@ -314,33 +306,37 @@ for r in rows:
     else:
         out.append("| " + " | ".join(r) + " |")
 
-out += ["", "### Server CPU per request (mlp, c=32, `../shared/bench/cpu-per-request.sh`)", "",
-        "| system | protocol | server CPU µs/request | requests counted |", "|---|---|---|---|"]
-for system, proto, res in cpu:
+out += ["", "### Server CPU per request (c=32, `scripts/cpu_per_request.sh`)", "",
+        "CPU time of every process in the server's session over the successes its statistics endpoint counted "
+        "during one perf_analyzer run.", "",
+        "| system | model | protocol | server CPU µs/request | requests counted |", "|---|---|---|---|---|"]
+for system, model, proto, res in cpu:
     m = re.search(r"infer_s=(\S+) server_cpu_us_per_request=(\S+) \(requests=(\S+)\)", res)
-    out.append(f"| {system} | {proto} | {m[2]} | {m[3]} |" if m else f"| {system} | {proto} | FAILED: {res} | |")
+    out.append(f"| {system} | {model} | {proto} | {m[2]} | {m[3]} |" if m else
+               f"| {system} | {model} | {proto} | FAILED: {res} | |")
 
 by = {(r[0], r[1], r[2], r[3]): r for r in rows if len(r) > 5}
-pairs = [(p, c) for (s, p, m, c) in by if s == "triton" and m == "mlp"]
+pairs = [(m, p, c) for (s, p, m, c) in by if s == "triton"]
 if pairs:
-    out += ["", "### inferd / Triton (mlp)", "",
-            "Triton: 2.51 via PyTriton (`../shared/bench/peer-triton.sh`), Python backend + onnxruntime, "
-            "dynamic batcher with 100 µs delay, max batch 64.", "",
-            "| protocol | concurrency | inferd infer/s | Triton infer/s | throughput ratio | inferd p50 µs | Triton p50 µs | p50 ratio |",
-            "|---|---|---|---|---|---|---|---|"]
-    for p, c in pairs:
-        t, i = by[("triton", p, "mlp", c)], by.get(("inferd", p, "mlp", c))
+    out += ["", "### inferd / Triton", "",
+            "Triton: 2.51 via PyTriton 0.7.0 (`scripts/peer_triton.sh`), Python backend (mlp through onnxruntime, "
+            "identity as a numpy identity), dynamic batcher with 100 µs delay, max batch 64.", "",
+            "| model | protocol | concurrency | inferd infer/s | Triton infer/s | throughput ratio | inferd p50 µs | Triton p50 µs | p50 ratio |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for m, p, c in pairs:
+        t, i = by[("triton", p, m, c)], by.get(("inferd", p, m, c))
         if not i:
             continue
         ratio = lambda a, b: f"{float(a) / float(b):.2f}×" if float(b) else "–"
-        out.append(f"| {p} | {c} | {i[4]} | {t[4]} | {ratio(i[4], t[4])} | {i[5]} | {t[5]} | {ratio(i[5], t[5])} |")
+        out.append(f"| {m} | {p} | {c} | {i[4]} | {t[4]} | {ratio(i[4], t[4])} | {i[5]} | {t[5]} | {ratio(i[5], t[5])} |")
 
 if failures:
     out += ["", "### Failures", "", "```", failures, "```"]
 if retries:
     out += ["", "### perf_analyzer runs repeated or cut short", "",
             "perf_analyzer 2.50 now and then hangs after the last request of a `--request-count` run; "
-            "those runs were killed and repeated (the figures above come from a complete run).", "", "```", retries, "```"]
+            "those runs were killed and repeated (the figures above come from a complete run), except the CPU "
+            "runs, whose CPU and request counts stay valid once the server has answered.", "", "```", retries, "```"]
 out += ["", "### Commands", "", "Run by `scripts/bench.sh` (`make bench`; add `--with-triton` for the peer), "
         "`perf_analyzer` = `.perf_analyzer/bin/perf_analyzer`, `$SID` = the server's session id.", "", "```", cmds, "```"]
 

@@ -16,7 +16,7 @@ use crate::error::{InferError, InferResult};
 use crate::model_name::ModelName;
 use crate::proto::ModelConfig;
 use crate::registry::{Found, Registry, Scan};
-use crate::repository::{self, config, paths, LoadError, LoadFailure, ModelSource};
+use crate::repository::{self, config, paths, LoadError, LoadFailure, ModelSource, VersionOptions};
 use crate::routing::{ModelEntry, ModelState, Routes, RoutingTable};
 use crate::traffic::TrafficPolicy;
 use crate::version::LoadedVersion;
@@ -26,8 +26,8 @@ pub struct LifecycleConfig {
     /// Where the models come from: the repositories, in the order given.
     pub registry: Arc<Registry>,
     pub backends: Vec<Arc<dyn Backend>>,
-    /// Whether versions keep the metrics-only statistics (histograms, in-flight and routed counts).
-    pub detailed_metrics: bool,
+    /// How every version is run.
+    pub versions: VersionOptions,
 }
 
 /// Model files sent with a load request, as (`<version>/<file name>`, contents).
@@ -260,7 +260,7 @@ impl Lifecycle {
     fn load_found(&self, src: ModelSource, config: Option<ModelConfig>) -> Result<(), LoadError> {
         let _loading = self.mark_loading(&src.name);
         let loaded = repository::prepare(&src, config, &self.config.backends)
-            .and_then(|prepared| repository::load_versions(&prepared, self.config.detailed_metrics));
+            .and_then(|prepared| repository::load_versions(&prepared, self.config.versions));
         self.install(&src.name, loaded)
     }
 

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::model_name::ModelName;
 use crate::protocol::{grpc, http, Api};
 use crate::registry::{default_cache_dir, Registry, RegistryConfig};
+use crate::repository::VersionOptions;
 use crate::request_trace::{RequestTracer, TraceConfig};
 use crate::routing::{ModelState, Routes};
 use crate::serving::{Serving, ServingConfig};
@@ -178,7 +180,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         LifecycleConfig {
             registry: registry.clone(),
             backends,
-            detailed_metrics: args.allow_metrics,
+            versions: VersionOptions {
+                detailed_metrics: args.allow_metrics,
+                inline_below: Duration::from_micros(args.inline_below_us),
+            },
         },
     ));
     let serving = Arc::new(

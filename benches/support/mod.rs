@@ -1,12 +1,21 @@
 //! Raw runtimes for the benchmarks: the work inferd's backends do, done straight through candle, tokenizers
-//! and ONNX Runtime, so a benchmark can set inferd's numbers beside the floor.
+//! and ONNX Runtime, so a benchmark can set inferd's numbers beside the floor; and the example repository served
+//! in-process, for benchmarks of the server's own path.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config};
+use inferd::backend::Backend;
+use inferd::lifecycle::{Lifecycle, LifecycleConfig};
+use inferd::model_name::ModelName;
+use inferd::repository::VersionOptions;
+use inferd::routing::Routes;
+use inferd::serving::{Serving, ServingConfig};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
 /// The checkout: where it was built, unless INFERD_ROOT names another copy (a test binary carried to a GPU
@@ -15,6 +24,40 @@ pub fn root() -> PathBuf {
     std::env::var_os("INFERD_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The example repository (`models/`) served in-process with `backends`, as `inferd serve` runs it (metrics on,
+/// small CPU models on the calling thread, no in-flight cap, 2^28 tensor elements at most), once `models` (all
+/// when `None`) are loaded. The lifecycle keeps the loaded versions alive.
+pub fn example_serving(
+    backends: Vec<Arc<dyn Backend>>,
+    models: Option<&[ModelName]>,
+) -> (tokio::runtime::Runtime, Arc<Lifecycle>, Serving) {
+    let routes = Arc::new(Routes::default());
+    let lifecycle = Arc::new(Lifecycle::new(
+        routes.clone(),
+        LifecycleConfig {
+            registry: Arc::new(inferd::registry::Registry::local(vec![root().join("models")])),
+            backends,
+            versions: VersionOptions {
+                detailed_metrics: true,
+                inline_below: Duration::from_micros(50),
+            },
+        },
+    ));
+    let serving = Serving::new(
+        routes,
+        ServingConfig {
+            server_id: "bench".into(),
+            strict_readiness: true,
+            max_inflight: 0,
+            max_tensor_elements: 1 << 28,
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    rt.block_on(lifecycle.load_repository(models))
+        .expect("the example repository lists the models");
+    (rt, lifecycle, serving)
 }
 
 /// The benchmark's sentences (benches/minilm_input.json, what perf_analyzer sends too).

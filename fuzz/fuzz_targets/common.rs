@@ -111,6 +111,7 @@ fn http_response(resp: &InferResponse, binary: &BinaryOutputs) {
     };
     for binary in [binary.clone(), all(true), all(false)] {
         let (body, json_len) = binary::encode_response(resp, &binary);
+        let body = body.to_bytes();
         let header = &body[..json_len.unwrap_or(body.len())];
         let json: serde_json::Value = serde_json::from_slice(header).expect("the response header is JSON");
         let binary_len: usize = resp

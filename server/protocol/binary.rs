@@ -236,8 +236,60 @@ struct OutputOut<'a> {
     data: Option<JsonData<'a>>,
 }
 
+/// Binary outputs at least this large go to the socket as the model produced them, beside the JSON header,
+/// rather than copied behind it into one buffer.
+const OWN_PIECE: usize = 64 * 1024;
+
+/// A response body: one buffer, or the JSON header followed by large outputs' own bytes.
+#[derive(Debug)]
+pub struct ResponseBody {
+    pieces: std::collections::VecDeque<Bytes>,
+    len: u64,
+}
+
+impl ResponseBody {
+    fn new(pieces: std::collections::VecDeque<Bytes>) -> Self {
+        let len = pieces.iter().map(|p| p.len() as u64).sum();
+        Self { pieces, len }
+    }
+
+    /// The whole body in one buffer (a copy when it is in pieces).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.pieces.len() {
+            0 => Bytes::new(),
+            1 => self.pieces[0].clone(),
+            _ => self.pieces.iter().flat_map(|p| p.iter().copied()).collect(),
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let piece = self.pieces.pop_front();
+        if let Some(p) = &piece {
+            self.len -= p.len() as u64;
+        }
+        std::task::Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Exact, so that the response carries a Content-Length.
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}
+
 /// The response body, and the JSON header's length when a binary section follows.
-pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (Bytes, Option<usize>) {
+pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (ResponseBody, Option<usize>) {
     // An output in shared memory carries neither data nor parameters, as in Triton: Triton's C++ client reads
     // `binary_data_size` from any output that has parameters.
     let in_region = |t: &Tensor| resp.region_of(&t.name).is_some();
@@ -261,19 +313,33 @@ pub fn encode_response(resp: &InferResponse, binary: &BinaryOutputs) -> (Bytes, 
         id: &resp.id,
         outputs,
     };
-    let binary_len: usize = resp.outputs.iter().filter(|t| is_binary(t)).map(|t| t.data.len()).sum();
-    let mut body = BytesMut::with_capacity(256 + binary_len).writer();
+    let copied: usize = resp
+        .outputs
+        .iter()
+        .filter(|t| is_binary(t) && t.data.len() < OWN_PIECE)
+        .map(|t| t.data.len())
+        .sum();
+    let mut body = BytesMut::with_capacity(256 + copied).writer();
     // Serializing our own structs into memory cannot fail.
     let _ = serde_json::to_writer(&mut body, &json);
     let mut body = body.into_inner();
     let json_len = body.len();
     if !resp.outputs.iter().any(is_binary) {
-        return (body.freeze(), None);
+        return (ResponseBody::new([body.freeze()].into()), None);
     }
+    // Outputs in order: small ones copied into the current buffer, large ones as pieces of their own.
+    let mut pieces = std::collections::VecDeque::new();
     for t in resp.outputs.iter().filter(|t| is_binary(t)) {
-        body.extend_from_slice(&t.data);
+        if t.data.len() < OWN_PIECE {
+            body.extend_from_slice(&t.data);
+        } else {
+            pieces.push_back(body.split().freeze());
+            pieces.push_back(t.data.clone());
+        }
     }
-    (body.freeze(), Some(json_len))
+    pieces.push_back(body.freeze());
+    pieces.retain(|p| !p.is_empty());
+    (ResponseBody::new(pieces), Some(json_len))
 }
 
 #[cfg(test)]
@@ -329,6 +395,7 @@ mod tests {
             named: vec![],
         };
         let (body, len) = encode_response(&resp, &all);
+        let body = body.to_bytes();
         let len = len.unwrap();
         let json: Value = serde_json::from_slice(&body[..len]).unwrap();
         assert_eq!(json["outputs"][0]["parameters"]["binary_data_size"], 4);
@@ -339,8 +406,50 @@ mod tests {
             named: vec![("O".into(), false)],
         };
         let (body, len) = encode_response(&resp, &json_for_o);
+        let body = body.to_bytes();
         assert!(len.is_none());
         let json: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["outputs"][0]["data"][0], 5);
+    }
+
+    #[test]
+    fn large_binary_outputs_follow_the_header_uncopied_and_in_order() {
+        let tensor = |name: &str, data: Bytes| Tensor {
+            name: name.into(),
+            datatype: DataType::Uint8,
+            shape: vec![data.len() as i64],
+            data,
+        };
+        let large = Bytes::from(vec![7u8; OWN_PIECE]);
+        let resp = InferResponse {
+            id: String::new(),
+            model_name: "m".into(),
+            model_version: "1".into(),
+            outputs: vec![
+                tensor("A", Bytes::from_static(&[1, 2])),
+                tensor("B", large.clone()),
+                tensor("C", Bytes::from_static(&[3])),
+            ],
+            in_regions: Vec::new(),
+        };
+        let all = BinaryOutputs {
+            default: true,
+            named: vec![],
+        };
+        let (body, len) = encode_response(&resp, &all);
+        assert_eq!(
+            http_body::Body::size_hint(&body).exact(),
+            Some((len.unwrap() + 3 + OWN_PIECE) as u64)
+        );
+        // The large output is the very buffer the model produced.
+        assert!(body
+            .pieces
+            .iter()
+            .any(|p| p.as_ptr() == large.as_ptr() && p.len() == large.len()));
+        let whole = body.to_bytes();
+        let len = len.unwrap();
+        assert_eq!(&whole[len..len + 2], &[1, 2]);
+        assert_eq!(&whole[len + 2..len + 2 + OWN_PIECE], &large[..]);
+        assert_eq!(&whole[len + 2 + OWN_PIECE..], &[3]);
     }
 }

@@ -7,7 +7,7 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -177,32 +177,54 @@ fn body_error(rejection: BytesRejection) -> InferError {
     }
 }
 
+/// The headers an infer request reads, taken from the request without copying the whole header map.
+struct InferHeaders {
+    header_length: InferResult<Option<usize>>,
+    request_id: Option<String>,
+    routing_key: Option<String>,
+    trace_parent: Option<TraceParent>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InferHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let header_length = match header(HEADER_LENGTH) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer")),
+        };
+        Ok(Self {
+            header_length,
+            request_id: header(REQUEST_ID).map(str::to_string),
+            routing_key: header(ROUTING_KEY).map(str::to_string),
+            trace_parent: header(TRACEPARENT).and_then(|p| TraceParent::parse(p, header(TRACESTATE))),
+        })
+    }
+}
+
 async fn infer(
     State(api): State<Api>,
     Target(m): Target,
-    headers: HeaderMap,
+    headers: InferHeaders,
     body: Result<Bytes, BytesRejection>,
 ) -> InferResult<Response> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let header_length = match header(HEADER_LENGTH) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| InferError::invalid("Inference-Header-Content-Length must be a non-negative integer")),
-    };
     let model = m.name.clone();
+    let header_length = headers.header_length;
     let mut decoded = body
         .map_err(body_error)
         .and_then(|body| header_length.and_then(|len| decode_request(m, &body, len)))
-        .inspect_err(|e| request_log::undecodable(Protocol::Http, &model, header(REQUEST_ID), e))?;
+        .inspect_err(|e| request_log::undecodable(Protocol::Http, &model, headers.request_id.as_deref(), e))?;
     let request = &mut decoded.request;
-    request.routing_key = header(ROUTING_KEY).map(str::to_string);
+    request.routing_key = headers.routing_key;
     if request.id.is_empty() {
-        request.id = header(REQUEST_ID).unwrap_or_default().to_string();
+        request.id = headers.request_id.unwrap_or_default();
     }
-    request.trace_parent = header(TRACEPARENT).and_then(|p| TraceParent::parse(p, header(TRACESTATE)));
+    request.trace_parent = headers.trace_parent;
     // A failed request's trace ends as it is dropped.
     let (response, trace) = api.serving.infer_traced(decoded.request).await;
     let response = response?;
@@ -210,7 +232,7 @@ async fn infer(
     if let Some(trace) = trace {
         trace.finish();
     }
-    let mut resp = body.into_response();
+    let mut resp = axum::body::Body::new(body).into_response();
     let headers = resp.headers_mut();
     match json_len {
         Some(n) => {

@@ -11,9 +11,10 @@ pub mod placement;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use self::error::{LoadError, LoadFailure};
-use crate::backend::Backend;
+use crate::backend::{Backend, Placement};
 use crate::health::Health;
 use crate::model_name::{ModelName, NameError};
 use crate::proto::model_version_policy::PolicyChoice;
@@ -229,13 +230,22 @@ fn read_labels(dir: &Path, output: &str, label_filename: &str) -> Result<Vec<Str
     Ok(text.lines().map(str::to_string).collect())
 }
 
+/// How the server runs every version it loads, whatever the model's config says.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VersionOptions {
+    /// Keep the metrics-only statistics (histograms, in-flight and routed counts) too.
+    pub detailed_metrics: bool,
+    /// Callers run their own request while the model's recent executions all took under this
+    /// (`--inline-below-us`; zero: never), on CPU instances without a batching delay.
+    pub inline_below: Duration,
+}
+
 /// Starts one version: its instances (each its own session) and its scheduler.
-/// `detailed`: keep the metrics-only statistics too.
 pub fn load_version(
     prepared: &Prepared,
     version: i64,
     file: &Path,
-    detailed: bool,
+    options: VersionOptions,
 ) -> Result<LoadedVersion, LoadError> {
     if prepared.backend.needs_model_file() && !file.is_file() {
         return Err(LoadError::ModelFile {
@@ -243,7 +253,7 @@ pub fn load_version(
             path: file.to_path_buf(),
         });
     }
-    let policy = BatchPolicy::from_config(&prepared.config)?;
+    let mut policy = BatchPolicy::from_config(&prepared.config)?;
     let sequence = SequencePolicy::from_config(&prepared.config, &prepared.spec)?;
     let placements = placement::placements(&prepared.spec.name, &prepared.config, &Gpus::discover())?;
     let instances = placements
@@ -256,7 +266,11 @@ pub fn load_version(
         })?;
     let version_dir = file.parent().unwrap_or(file);
     let health = Health::load(&prepared.config, &prepared.spec, version, version_dir)?;
-    let stats = Arc::new(Stats::new(policy.max_batch_size, detailed));
+    // A GPU instance may be tied to its thread's device context; a batching delay must be left to the instance.
+    if placements.iter().all(|p| matches!(p, Placement::Cpu)) && policy.max_queue_delay.is_zero() {
+        policy.inline_below = options.inline_below;
+    }
+    let stats = Arc::new(Stats::new(policy.max_batch_size, options.detailed_metrics));
     let scheduler = match sequence {
         Some(sequence) => Scheduler::start_sequence(prepared.spec.clone(), instances, policy, sequence, stats.clone()),
         None => Scheduler::start(prepared.spec.clone(), instances, policy, stats.clone()),
@@ -273,10 +287,13 @@ pub fn load_version(
 }
 
 /// Every version the config's policy picks, loaded; the first that fails fails the load.
-pub fn load_versions(prepared: &Prepared, detailed: bool) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, LoadError> {
+pub fn load_versions(
+    prepared: &Prepared,
+    options: VersionOptions,
+) -> Result<BTreeMap<i64, Arc<LoadedVersion>>, LoadError> {
     let mut versions = BTreeMap::new();
     for (v, file) in &prepared.versions {
-        versions.insert(*v, Arc::new(load_version(prepared, *v, file, detailed)?));
+        versions.insert(*v, Arc::new(load_version(prepared, *v, file, options)?));
     }
     Ok(versions)
 }

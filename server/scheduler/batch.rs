@@ -18,8 +18,11 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     pub fn fill<'a>(&mut self, parts: impl Iterator<Item = &'a [u8]> + Clone) {
         let len: usize = parts.clone().map(<[u8]>::len).sum();
-        self.words.clear();
-        self.words.resize(len.div_ceil(8), 0);
+        // Grown, never cleared: every byte up to `len` is written below, so zeroing it first would only be a
+        // second pass over a large tensor.
+        if self.words.len() < len.div_ceil(8) {
+            self.words.resize(len.div_ceil(8), 0);
+        }
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.words);
         let mut at = 0;
         for p in parts {
@@ -32,6 +35,11 @@ impl AlignedBuf {
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.words)[..self.len]
     }
+}
+
+/// Whether a request's own bytes can go to the model as they are: they need the alignment `AlignedBuf` gives.
+pub fn aligned(data: &[u8]) -> bool {
+    data.as_ptr().align_offset(8) == 0
 }
 
 /// Whether `job` may ride in the same batch as `head`: the same inputs present, with the same

@@ -1,10 +1,13 @@
-//! One instance's thread: take the next request (and, when batching, those queued behind it that fit),
-//! execute them as one batch, and answer each with its own rows.
+//! One instance: its executor (the backend instance and the buffers a batch is put together in) and the thread
+//! that drives it, taking the next request (and, when batching, those queued behind it that fit), executing them
+//! as one batch and answering each with its own rows. A caller may borrow an idle executor to run its own
+//! request on its own thread (`Scheduler::submit`, for fast models with nothing queued); the executor's lock
+//! keeps the two from running it at once.
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
-use super::batch::{batch_shape, split_output, AlignedBuf};
+use super::batch::{aligned, batch_shape, split_output, AlignedBuf};
 use super::queue::Plan;
 use super::{Job, Shared};
 use crate::backend::{BatchInput, BatchOutput, Instance};
@@ -13,8 +16,10 @@ use crate::spec::ModelSpec;
 use crate::stats::{FailReason, Stats};
 use crate::tensor::Tensor;
 
-pub struct Worker {
-    shared: Arc<Shared>,
+/// What runs a batch on one instance. `None` in its slot once the instance's thread has ended.
+pub(super) type Slot = std::sync::Mutex<Option<Executor>>;
+
+pub(super) struct Executor {
     instance: Box<dyn Instance>,
     spec: Arc<ModelSpec>,
     stats: Arc<Stats>,
@@ -24,31 +29,24 @@ pub struct Worker {
     outputs: Vec<BatchOutput>,
 }
 
+/// The thread of the instance in slot `slot`.
+pub(super) struct Worker {
+    shared: Arc<Shared>,
+    slot: usize,
+}
+
+/// Locks an executor's slot (a panic while executing is caught inside, so a poisoned lock holds nothing broken).
+pub(super) fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<Executor>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Worker {
-    pub fn new(shared: Arc<Shared>, instance: Box<dyn Instance>) -> Self {
-        let n = shared.spec.inputs.len();
-        Self {
-            spec: shared.spec.clone(),
-            stats: shared.stats.clone(),
-            shared,
-            instance,
-            buffers: (0..n).map(|_| AlignedBuf::default()).collect(),
-            shapes: vec![Vec::new(); n],
-            outputs: Vec::new(),
-        }
+    pub(super) fn new(shared: Arc<Shared>, slot: usize) -> Self {
+        Self { shared, slot }
     }
 
-    /// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs; dropping it
-    /// gives up its place in the response order. A timeout was already counted by the caller; a vanished
-    /// client is counted here.
-    fn forget(&self, job: Job) {
-        if !job.timed_out() {
-            self.stats.record_failure(FailReason::Canceled, job.enqueued.elapsed());
-        }
-    }
-
-    pub fn run(mut self) {
-        let shared = self.shared.clone();
+    pub(super) fn run(self) {
+        let shared = self.shared;
         let lock = || shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         let mut queue = lock();
         let mut dropped = Vec::new();
@@ -56,34 +54,64 @@ impl Worker {
             let now = Instant::now();
             let plan = queue.plan(&shared.policy, now, &mut dropped);
             for job in dropped.drain(..) {
-                self.forget(job);
+                forget(&shared.stats, job);
             }
             match plan {
                 Plan::Run(mut jobs) => {
                     // A job whose timeout fired a moment ago stays with its caller's error.
                     jobs.retain(Job::start);
-                    let more = !queue.is_empty() && queue.idle > 0;
+                    // Taken before the queue is let go: a caller only borrows an executor it finds unlocked then.
+                    let mut executor = lock_slot(&shared.slots[self.slot]);
+                    let more = !queue.is_empty() && queue.sleeping() > 0;
                     drop(queue);
                     // An idle peer forms the next batch while this one runs.
                     if more {
                         shared.changed.notify_one();
                     }
-                    if !jobs.is_empty() {
-                        let rows = jobs.iter().map(|j| j.rows).sum();
-                        self.execute(&mut jobs, rows);
+                    if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
+                        shared.execute(executor, &mut jobs);
                     }
+                    drop(executor);
                     queue = lock();
                 }
                 Plan::WaitUntil(due) => {
                     queue = super::wait_idle(&shared.changed, queue, Some(due.saturating_duration_since(now)));
                 }
-                Plan::Empty if queue.closed => return,
+                Plan::Empty if queue.closed => break,
                 Plan::Empty => queue = super::wait_idle(&shared.changed, queue, None),
             }
         }
+        drop(queue);
+        // The instance (a session, weights) is dropped on its own thread, not on whichever drops the scheduler last.
+        drop(lock_slot(&shared.slots[self.slot]).take());
+    }
+}
+
+/// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs; dropping it gives
+/// up its place in the response order. A timeout was already counted by the caller; a vanished client is counted
+/// here.
+fn forget(stats: &Stats, job: Job) {
+    if !job.timed_out() {
+        stats.record_failure(FailReason::Canceled, job.enqueued.elapsed());
+    }
+}
+
+impl Executor {
+    pub(super) fn new(spec: Arc<ModelSpec>, stats: Arc<Stats>, instance: Box<dyn Instance>) -> Self {
+        let n = spec.inputs.len();
+        Self {
+            instance,
+            spec,
+            stats,
+            buffers: (0..n).map(|_| AlignedBuf::default()).collect(),
+            shapes: vec![Vec::new(); n],
+            outputs: Vec::new(),
+        }
     }
 
-    fn execute(&mut self, jobs: &mut Vec<Job>, rows: usize) {
+    /// Runs `jobs` (taken from the queue, started) as one batch and answers each.
+    pub(super) fn execute(&mut self, jobs: &mut Vec<Job>) {
+        let rows = jobs.iter().map(|j| j.rows).sum();
         let start = Instant::now();
         for job in jobs.iter() {
             self.stats.record_queue(start.duration_since(job.enqueued));
@@ -141,12 +169,19 @@ impl Worker {
         results: &mut [Vec<Tensor>],
     ) -> Result<(), InferError> {
         let spec = self.spec.clone();
+        // A request alone whose bytes are aligned goes to the model without being copied.
+        let own = |i: usize| match (jobs, &jobs[0].inputs[i]) {
+            ([_], Some(t)) if aligned(&t.data) => Some(&t.data[..]),
+            _ => None,
+        };
         for (i, input) in spec.inputs.iter().enumerate() {
             let Some(first) = &jobs[0].inputs[i] else {
                 continue;
             };
             batch_shape(&spec, input, first, rows, &mut self.shapes[i]);
-            self.buffers[i].fill(jobs.iter().filter_map(|j| j.inputs[i].as_ref()).map(|t| &t.data[..]));
+            if own(i).is_none() {
+                self.buffers[i].fill(jobs.iter().filter_map(|j| j.inputs[i].as_ref()).map(|t| &t.data[..]));
+            }
         }
         let inputs: Vec<BatchInput<'_>> = spec
             .inputs
@@ -157,7 +192,7 @@ impl Worker {
                 name: &s.name,
                 datatype: s.datatype,
                 shape: &self.shapes[i],
-                data: self.buffers[i].bytes(),
+                data: own(i).unwrap_or_else(|| self.buffers[i].bytes()),
             })
             .collect();
         let infer_start = Instant::now();

@@ -5,8 +5,13 @@
 //!
 //! The scheduler owns a request's whole stay: `submit` picks its priority level and timeout from the queue
 //! policy, enqueues it, and resolves to its answer, racing the queue timeout and keeping the response order;
-//! dropping the future cancels the request. Nothing outside can build a job or answer one. Tokio tasks only
-//! enqueue and await: nothing blocks a runtime thread.
+//! dropping the future cancels the request. Nothing outside can build a job or answer one.
+//!
+//! Tokio tasks enqueue and await, with one exception that pays for itself: when a model's recent executions all
+//! took less than `BatchPolicy::inline_below` (a few microseconds for a small model on CPU), nothing is queued and
+//! an instance is idle, the caller borrows that instance's executor and runs its request on its own thread. The
+//! batch it would have formed is the same one request; what it saves are two hand-offs between threads (the
+//! wake-up of the instance thread and the wake-up of the caller), which cost more CPU than such a model's run.
 //!
 //! A stateful model (`sequence_batching`) is scheduled by `sequence_batcher` instead: a sequence's requests run
 //! in order on the instance holding its slot, with control inputs and implicit state filled in per row.
@@ -20,11 +25,13 @@ mod sequence;
 mod sequence_batcher;
 pub mod sequence_policy;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use self::instance::{Executor, Slot};
 pub use self::job::Executed;
 use self::job::{Job, JobState, Reply};
 use self::order::Order;
@@ -46,7 +53,59 @@ struct Shared {
     spec: Arc<ModelSpec>,
     stats: Arc<Stats>,
     order: Arc<Order>,
-    instances: usize,
+    /// One executor per instance, run by the instance's thread or lent to a caller.
+    slots: Vec<Slot>,
+    /// How long executions take, in nanoseconds: the slowest recent one, decaying by 1/8 per execution
+    /// (`u64::MAX` until the first). One slow execution keeps requests off the callers' threads for a while.
+    slowest_ns: AtomicU64,
+}
+
+impl Shared {
+    /// Runs a batch on `executor` and keeps track of how long executions take.
+    fn execute(&self, executor: &mut Executor, jobs: &mut Vec<Job>) {
+        let start = Instant::now();
+        executor.execute(jobs);
+        let ns = start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+        // Racing updates may lose a sample; the figure only decides whether callers may run requests inline.
+        let slowest = match self.slowest_ns.load(Ordering::Relaxed) {
+            u64::MAX => ns,
+            old => ns.max(old - old / 8),
+        };
+        self.slowest_ns.store(slowest, Ordering::Relaxed);
+    }
+
+    /// Whether executions are fast enough for a caller to run its request on its own thread.
+    fn runs_inline(&self) -> bool {
+        let below = self.policy.inline_below.as_nanos();
+        below > 0 && u128::from(self.slowest_ns.load(Ordering::Relaxed)) < below
+    }
+
+    /// An idle instance's executor for a caller to run its request on, if the model is fast and nothing waits.
+    /// Counted as lent while the guard lives: give it back with `give_back`.
+    fn lend<'a>(&'a self, queue: &mut Queue) -> Option<MutexGuard<'a, Option<Executor>>> {
+        if !queue.is_empty() || queue.sleeping() == 0 || !self.runs_inline() {
+            return None;
+        }
+        let executor = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok())
+            .find(|executor| executor.is_some())?;
+        queue.lent += 1;
+        Some(executor)
+    }
+
+    /// Returns a lent executor; an instance is woken if requests queued up meanwhile.
+    fn give_back(&self, executor: MutexGuard<'_, Option<Executor>>) {
+        drop(executor);
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.lent -= 1;
+        let wake = !queue.is_empty() && queue.sleeping() > 0;
+        drop(queue);
+        if wake {
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// A moment's view of a version's queue and instances.
@@ -89,6 +148,10 @@ impl Scheduler {
         policy: BatchPolicy,
         stats: Arc<Stats>,
     ) -> Self {
+        let slots = instances
+            .into_iter()
+            .map(|instance| Mutex::new(Some(Executor::new(spec.clone(), stats.clone(), instance))))
+            .collect::<Vec<_>>();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(policy.levels.len())),
             changed: Condvar::new(),
@@ -96,10 +159,11 @@ impl Scheduler {
             policy,
             spec,
             stats,
-            instances: instances.len(),
+            slots,
+            slowest_ns: AtomicU64::new(u64::MAX),
         });
-        for (i, instance) in instances.into_iter().enumerate() {
-            let worker = instance::Worker::new(shared.clone(), instance);
+        for i in 0..shared.slots.len() {
+            let worker = instance::Worker::new(shared.clone(), i);
             let name = format!("{}-{i}", shared.spec.name);
             if let Err(e) = std::thread::Builder::new().name(name).spawn(move || {
                 worker.run();
@@ -182,7 +246,8 @@ impl Scheduler {
         }
     }
 
-    /// Puts the job in its level's queue without waiting: a full queue is answered at once.
+    /// Puts the job in its level's queue without waiting: a full queue is answered at once. A fast model's job
+    /// with nothing queued before it runs here and now, on an idle instance's executor.
     fn enqueue(
         &self,
         request: Submission,
@@ -207,7 +272,7 @@ impl Scheduler {
             )));
         }
         let seq = queue.next_seq();
-        queue.push(Job {
+        let job = Job {
             inputs: request.inputs,
             rows: request.rows,
             enqueued: request.received,
@@ -215,9 +280,20 @@ impl Scheduler {
             deadline,
             state,
             reply: Reply::new(tx, seq, self.shared.order.clone()).traced(request.executed),
-        });
+        };
+        if let Some(mut executor) = self.shared.lend(&mut queue) {
+            drop(queue);
+            let mut jobs = vec![job];
+            jobs.retain(Job::start);
+            if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
+                self.shared.execute(executor, &mut jobs);
+            }
+            self.shared.give_back(executor);
+            return Ok(());
+        }
+        queue.push(job);
         // A busy instance finds the job when it next looks; only a sleeping one needs the (syscall) wake-up.
-        let wake = queue.idle > 0;
+        let wake = queue.sleeping() > 0;
         drop(queue);
         if wake {
             self.shared.changed.notify_one();
@@ -232,8 +308,8 @@ impl Scheduler {
         let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         Load {
             queued: q.len(),
-            instances: self.shared.instances,
-            busy: self.shared.instances.saturating_sub(q.idle),
+            instances: self.shared.slots.len(),
+            busy: self.shared.slots.len().saturating_sub(q.sleeping()),
         }
     }
 }
@@ -290,5 +366,177 @@ fn execution_error(e: BackendError) -> InferError {
     match e {
         BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
         other => InferError::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::backend::{BatchInput, BatchOutput};
+    use crate::spec::TensorSpec;
+    use crate::tensor::DataType;
+
+    /// Echoes its input, saying which thread ran it; an input of 1 first says so and waits for the gate to open.
+    struct Echo {
+        ran_on: mpsc::Sender<String>,
+        at_gate: mpsc::Sender<()>,
+        gate: mpsc::Receiver<()>,
+    }
+
+    impl Instance for Echo {
+        fn execute(&mut self, inputs: &[BatchInput<'_>], outputs: &mut Vec<BatchOutput>) -> Result<(), BackendError> {
+            if inputs[0].data.first() == Some(&1) {
+                let _ = self.at_gate.send(());
+                let _ = self.gate.recv();
+            }
+            let _ = self
+                .ran_on
+                .send(std::thread::current().name().unwrap_or("").to_string());
+            outputs.clear();
+            outputs.push(BatchOutput {
+                shape: inputs[0].shape.to_vec(),
+                data: inputs[0].data.to_vec(),
+            });
+            Ok(())
+        }
+    }
+
+    struct Setup {
+        scheduler: Scheduler,
+        ran_on: mpsc::Receiver<String>,
+        at_gate: mpsc::Receiver<()>,
+        open_gate: mpsc::Sender<()>,
+    }
+
+    fn echo_scheduler(inline_below: Duration) -> Setup {
+        let tensor = |name: &str| TensorSpec {
+            name: name.into(),
+            datatype: DataType::Uint8,
+            dims: vec![1],
+            reshape: None,
+            optional: false,
+        };
+        let spec = Arc::new(ModelSpec {
+            name: "echo".into(),
+            platform: "test".into(),
+            max_batch_size: 8,
+            inputs: vec![tensor("IN")],
+            outputs: vec![tensor("OUT")],
+        });
+        let (ran_tx, ran_on) = mpsc::channel();
+        let (open_gate, gate) = mpsc::channel();
+        let (at_gate_tx, at_gate) = mpsc::channel();
+        let instance = Echo {
+            ran_on: ran_tx,
+            at_gate: at_gate_tx,
+            gate,
+        };
+        let policy = BatchPolicy {
+            max_batch_size: 8,
+            dynamic: true,
+            max_queue_delay: Duration::ZERO,
+            preferred_batch_sizes: Vec::new(),
+            preserve_ordering: false,
+            levels: vec![QueuePolicy::default()],
+            default_priority: 1,
+            inline_below,
+        };
+        let scheduler = Scheduler::start(spec, vec![Box::new(instance)], policy, Arc::new(Stats::new(8, false)));
+        Setup {
+            scheduler,
+            ran_on,
+            at_gate,
+            open_gate,
+        }
+    }
+
+    fn submission(value: u8) -> Submission {
+        Submission {
+            inputs: vec![Some(Tensor {
+                name: "IN".into(),
+                datatype: DataType::Uint8,
+                shape: vec![1, 1],
+                data: Bytes::from(vec![value]),
+            })],
+            rows: 1,
+            received: Instant::now(),
+            priority: None,
+            timeout_us: None,
+            executed: None,
+            sequence: None,
+        }
+    }
+
+    fn answer(scheduler: &Scheduler, value: u8) -> u8 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outputs = runtime.block_on(scheduler.submit(submission(value))).unwrap();
+        outputs[0].data[0]
+    }
+
+    /// Until the instance has run once, nobody knows whether the model is fast. Returns once it sleeps again.
+    fn warm_up(s: &Setup) {
+        assert_eq!(answer(&s.scheduler, 7), 7);
+        assert_eq!(s.ran_on.recv().unwrap(), "echo-0");
+        while s.scheduler.load().busy > 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_fast_models_lone_request_runs_on_its_callers_thread() {
+        let s = echo_scheduler(Duration::from_secs(1));
+        warm_up(&s);
+        let caller = std::thread::Builder::new().name("caller".into());
+        let sched = &s.scheduler;
+        std::thread::scope(|scope| {
+            let answered = caller.spawn_scoped(scope, || answer(sched, 9)).unwrap();
+            assert_eq!(answered.join().unwrap(), 9);
+        });
+        assert_eq!(s.ran_on.recv().unwrap(), "caller");
+    }
+
+    #[test]
+    fn with_inline_execution_off_every_request_runs_on_the_instance_thread() {
+        let s = echo_scheduler(Duration::ZERO);
+        warm_up(&s);
+        for v in 2..6 {
+            assert_eq!(answer(&s.scheduler, v), v);
+            assert_eq!(s.ran_on.recv().unwrap(), "echo-0");
+        }
+    }
+
+    #[test]
+    fn a_request_arriving_while_a_caller_holds_the_executor_waits_for_the_instance_thread() {
+        let s = echo_scheduler(Duration::from_secs(1));
+        warm_up(&s);
+        let sched = &s.scheduler;
+        std::thread::scope(|scope| {
+            let first = std::thread::Builder::new()
+                .name("first".into())
+                .spawn_scoped(scope, || answer(sched, 1))
+                .unwrap();
+            // The first caller now holds the executor, waiting at the gate; the instance thread sleeps.
+            s.at_gate.recv().unwrap();
+            let second = std::thread::Builder::new()
+                .name("second".into())
+                .spawn_scoped(scope, || answer(sched, 3))
+                .unwrap();
+            while sched.load().queued == 0 {
+                std::thread::yield_now();
+            }
+            s.open_gate.send(()).unwrap();
+            assert_eq!(first.join().unwrap(), 1);
+            assert_eq!(second.join().unwrap(), 3);
+        });
+        assert_eq!(s.ran_on.recv().unwrap(), "first");
+        // Queued behind the lent executor, and run by the instance once it was given back.
+        assert_eq!(s.ran_on.recv().unwrap(), "echo-0");
     }
 }

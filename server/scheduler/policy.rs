@@ -83,6 +83,10 @@ pub struct BatchPolicy {
     pub levels: Vec<QueuePolicy>,
     /// The level (1-based) of a request that names none.
     pub default_priority: usize,
+    /// A caller runs its own request on an idle instance, when nothing is queued, while the model's recent executions
+    /// all took less than this (zero: never). Set by the server, not the model's config: only for CPU instances
+    /// and no batching delay (a request alone would run at once on the instance as well).
+    pub inline_below: Duration,
 }
 
 impl BatchPolicy {
@@ -97,6 +101,7 @@ impl BatchPolicy {
                 preserve_ordering: false,
                 levels: vec![QueuePolicy::default()],
                 default_priority: 1,
+                inline_below: Duration::ZERO,
             });
         };
         if db.priority_levels > MAX_PRIORITY_LEVELS {
@@ -133,6 +138,7 @@ impl BatchPolicy {
             preserve_ordering: db.preserve_ordering,
             levels,
             default_priority: (db.default_priority_level as usize).clamp(1, n_levels),
+            inline_below: Duration::ZERO,
         })
     }
 }

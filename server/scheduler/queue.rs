@@ -24,6 +24,8 @@ pub struct Queue {
     pub closed: bool,
     /// Instances asleep waiting for work (they count themselves in and out under the lock).
     pub idle: usize,
+    /// Of those, how many have their executor lent to a caller running its own request.
+    pub lent: usize,
 }
 
 impl Queue {
@@ -34,7 +36,13 @@ impl Queue {
             seq: 0,
             closed: false,
             idle: 0,
+            lent: 0,
         }
+    }
+
+    /// Instances asleep whose executor is free: those a wake-up would set to work at once.
+    pub fn sleeping(&self) -> usize {
+        self.idle.saturating_sub(self.lent)
     }
 
     pub fn next_seq(&mut self) -> u64 {
@@ -181,6 +189,7 @@ mod tests {
             preserve_ordering: false,
             levels: vec![QueuePolicy::default(), QueuePolicy::default()],
             default_priority: 1,
+            inline_below: Duration::ZERO,
         }
     }
 
