@@ -19,6 +19,7 @@
 //! Triton's logging extension), `tls`, `gpu`, `memory`, and `server` (starting and stopping it all from the
 //! `cli`).
 //! Offline: `profiler` (`inferd profile`) makes from reference data the profile `health` watches drift against.
+pub mod accept;
 pub mod admin;
 pub mod backend;
 pub mod classification;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod error;
 pub mod gpu;
 pub mod health;
+pub mod io_threads;
 pub mod lifecycle;
 pub mod logging;
 pub mod memory;

@@ -17,9 +17,11 @@ use crate::backend::identity::IdentityBackend;
 use crate::backend::ort::{find_library, OrtBackend};
 use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
+use crate::io_threads::{Connections, IoThreads};
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::metrics::Metrics;
 use crate::model_name::ModelName;
+use crate::protocol::grpc_write_buffer::WriteBuffer;
 use crate::protocol::{grpc, http, Api};
 use crate::registry::{default_cache_dir, Registry, RegistryConfig};
 use crate::repository::VersionOptions;
@@ -37,6 +39,8 @@ pub struct RunningServer {
     pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<Result<(), String>>,
+    /// Outlives `tasks`: the plain-TCP front-ends run on these threads.
+    _io_threads: Option<IoThreads>,
 }
 
 fn signal(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -52,7 +56,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot bind the {what} port {addr}: {e}"))
 }
 
-/// Serves `app` on `listener`, over TLS when `tls` is given.
+/// Serves `app` on `listener` on the main runtime, over TLS when `tls` is given (the metrics port, and HTTP over
+/// TLS).
 async fn serve_axum(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -85,11 +90,25 @@ async fn serve_axum(
     .map_err(|e| e.to_string())
 }
 
-/// Serves gRPC on `listener`, over TLS when `tls` is given, with at most `max_streams` calls in progress per
-/// connection.
+/// Serves `app` over the plain-TCP connections handed to one front-end thread.
+async fn serve_axum_on(conns: Connections, app: axum::Router, stop: watch::Receiver<bool>) -> Result<(), String> {
+    use axum::serve::ListenerExt;
+    // The peer's address reaches the handlers (admin requests are judged by it); axum hands it over for a tapped
+    // listener.
+    axum::serve(
+        conns.tap_io(|_| {}),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal(&stop))
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Serves gRPC with at most `max_streams` calls in progress per connection: over TLS on the main runtime, or over
+/// the plain-TCP connections handed to one front-end thread (their writes gathered until h2 flushes, see
+/// `grpc_write_buffer`).
 async fn serve_grpc(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    incoming: GrpcIncoming,
     svc: grpc::GrpcServer,
     max_streams: u32,
     stop: watch::Receiver<bool>,
@@ -98,29 +117,38 @@ async fn serve_grpc(
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(max_streams)
         .add_service(svc);
-    match tls {
-        Some(acceptor) => {
+    match incoming {
+        GrpcIncoming::Tls(listener, acceptor) => {
             let ready = crate::tls::accept(listener, acceptor, signal(&stop));
             let incoming =
                 tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(ready), |(tls, _)| {
-                    Ok::<_, std::io::Error>(tls)
+                    Ok::<_, std::io::Error>(WriteBuffer::new(tls))
                 });
             server.serve_with_incoming_shutdown(incoming, signal(&stop)).await
         }
-        None => {
-            // With its own incoming stream tonic leaves TCP_NODELAY alone; without it a response written in two
-            // parts (headers, then a data frame) waits ~40 ms on the client's delayed ACK.
-            let incoming =
-                tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-                    if let Ok(tcp) = &conn {
-                        let _ = tcp.set_nodelay(true);
-                    }
-                    conn
-                });
-            server.serve_with_incoming_shutdown(incoming, signal(&stop)).await
+        // TCP_NODELAY is set where the connection was accepted: without it a response written in two parts
+        // would wait ~40 ms on the client's delayed ACK.
+        GrpcIncoming::Handed(conns) => {
+            server
+                .serve_with_incoming_shutdown(conns.into_grpc_incoming(), signal(&stop))
+                .await
         }
     }
     .map_err(|e| e.to_string())
+}
+
+enum GrpcIncoming {
+    Tls(TcpListener, TlsAcceptor),
+    Handed(Connections),
+}
+
+/// The plain-TCP front-ends' threads, started the first time one needs them.
+fn front_end_threads(threads: &mut Option<IoThreads>, count: usize) -> anyhow::Result<&IoThreads> {
+    let started = match threads.take() {
+        Some(started) => started,
+        None => IoThreads::start(count).map_err(|e| anyhow::anyhow!("cannot start the front-end threads: {e}"))?,
+    };
+    Ok(threads.insert(started))
 }
 
 /// Loads the models and starts listening. Returns once every listener is bound.
@@ -243,31 +271,46 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
 
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    // Plain-TCP front-ends run on threads of their own (see `io_threads`), started by the first that needs them;
+    // TLS ones on the main runtime.
+    let mut io_threads = None;
+    let io_count = match args.runtime_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let mut http_addr = None;
     if args.allow_http {
         let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
         http_addr = Some(listener.local_addr()?);
         let app = http::router(api.clone(), args.http_max_body_bytes);
-        tasks.spawn(serve_axum(
-            listener,
-            tls.as_ref().map(|t| t.http.clone()),
-            app,
-            rx.clone(),
-        ));
+        match &tls {
+            Some(tls) => tasks.spawn(serve_axum(listener, Some(tls.http.clone()), app, rx.clone())),
+            None => tasks.spawn(front_end_threads(&mut io_threads, io_count)?.serve(
+                listener,
+                rx.clone(),
+                move |conns, stop| serve_axum_on(conns, app.clone(), stop),
+            )),
+        };
     }
     let mut grpc_addr = None;
     if args.allow_grpc {
         let listener = bind(SocketAddr::new(args.grpc_address, args.grpc_port), "gRPC").await?;
         grpc_addr = Some(listener.local_addr()?);
         let svc = grpc::service(api.clone(), args.grpc_max_message_bytes);
-        let tls = tls.as_ref().map(|t| t.grpc.clone());
-        tasks.spawn(serve_grpc(
-            listener,
-            tls,
-            svc,
-            args.grpc_max_concurrent_streams,
-            rx.clone(),
-        ));
+        let max_streams = args.grpc_max_concurrent_streams;
+        match &tls {
+            Some(tls) => tasks.spawn(serve_grpc(
+                GrpcIncoming::Tls(listener, tls.grpc.clone()),
+                svc,
+                max_streams,
+                rx.clone(),
+            )),
+            None => tasks.spawn(front_end_threads(&mut io_threads, io_count)?.serve(
+                listener,
+                rx.clone(),
+                move |conns, stop| serve_grpc(GrpcIncoming::Handed(conns), svc.clone(), max_streams, stop),
+            )),
+        };
     }
     let mut metrics_addr = None;
     if args.allow_metrics {
@@ -297,6 +340,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         metrics_addr,
         shutdown,
         tasks,
+        _io_threads: io_threads,
     })
 }
 

@@ -141,17 +141,8 @@ pub fn accept(
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut stop => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("accepting a TLS connection failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                conn = crate::accept::next_connection(&listener, "TLS") => conn,
             };
-            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -14,6 +14,7 @@ pub mod grpc_limit;
 pub mod grpc_logging;
 pub mod grpc_stream_order;
 pub mod grpc_tensors;
+pub mod grpc_write_buffer;
 pub mod http;
 pub mod http_logging;
 pub mod http_shared_memory;
