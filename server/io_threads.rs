@@ -51,14 +51,6 @@ impl IoThreads {
         Ok(IoThreads { handles, _stops: stops })
     }
 
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `serve` on every thread, each over the connections handed to it, and accepts on `listener` until
     /// `stop`; ends when every thread's `serve` has ended (they are given `stop` to drain and end on).
     pub fn serve<S, F>(
@@ -131,9 +123,8 @@ impl Connections {
     pub async fn next(&mut self) -> Option<(TcpStream, SocketAddr)> {
         loop {
             let (tcp, peer) = self.rx.recv().await?;
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => return Some((tcp, peer)),
-                Err(e) => tracing::warn!(%peer, "a front-end thread could not take a connection: {e}"),
+            if let Some(tcp) = register(tcp, peer) {
+                return Some((tcp, peer));
             }
         }
     }
@@ -143,14 +134,17 @@ impl Connections {
         self,
     ) -> impl tokio_stream::Stream<Item = io::Result<WriteBuffer<TcpStream>>> + Send + 'static {
         let arrivals = tokio_stream::wrappers::UnboundedReceiverStream::new(self.rx);
-        tokio_stream::StreamExt::filter_map(arrivals, |(tcp, peer)| match TcpStream::from_std(tcp) {
-            Ok(tcp) => Some(Ok(WriteBuffer::new(tcp))),
-            Err(e) => {
-                tracing::warn!(%peer, "a front-end thread could not take a connection: {e}");
-                None
-            }
+        tokio_stream::StreamExt::filter_map(arrivals, |(tcp, peer)| {
+            register(tcp, peer).map(|tcp| Ok(WriteBuffer::new(tcp)))
         })
     }
+}
+
+/// A handed connection registered with the calling thread's runtime; one that cannot be is logged and dropped.
+fn register(tcp: std::net::TcpStream, peer: SocketAddr) -> Option<TcpStream> {
+    TcpStream::from_std(tcp)
+        .map_err(|e| tracing::warn!(%peer, "a front-end thread could not take a connection: {e}"))
+        .ok()
 }
 
 impl axum::serve::Listener for Connections {
