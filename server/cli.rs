@@ -147,11 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
     pub runtime_threads: usize,
 
-    /// Run a request on the thread that received it, on an idle instance with nothing queued, while its model's
-    /// recent executions all took under this many microseconds (0: always hand requests to the instance threads). For
-    /// small models on CPU the two thread hand-offs this saves cost more than the model; only CPU instances
-    /// without a batching delay qualify.
-    #[arg(long, env = "INFERD_INLINE_BELOW_US", default_value_t = 50)]
+    /// Run requests on the thread that received them, on an idle instance with nothing queued, while its model's
+    /// executions take under this many microseconds on average (0: always hand requests to the instance threads).
+    /// Requests that thread received together run as one batch. For small models on CPU the two thread hand-offs
+    /// this saves cost more than the model; only CPU instances without a batching delay qualify.
+    #[arg(long, env = "INFERD_INLINE_BELOW_US", default_value_t = 100)]
     pub inline_below_us: u64,
 
     /// Let clients register system shared memory regions (Triton's shared memory extension) and send inputs and

@@ -235,7 +235,7 @@ fn read_labels(dir: &Path, output: &str, label_filename: &str) -> Result<Vec<Str
 pub struct VersionOptions {
     /// Keep the metrics-only statistics (histograms, in-flight and routed counts) too.
     pub detailed_metrics: bool,
-    /// Callers run their own request while the model's recent executions all took under this
+    /// Callers run the queue on their own thread while the model's executions take under this on average
     /// (`--inline-below-us`; zero: never), on CPU instances without a batching delay.
     pub inline_below: Duration,
 }

@@ -1,8 +1,8 @@
 //! One instance: its executor (the backend instance and the buffers a batch is put together in) and the thread
 //! that drives it, taking the next request (and, when batching, those queued behind it that fit), executing them
-//! as one batch and answering each with its own rows. A caller may borrow an idle executor to run its own
-//! request on its own thread (`Scheduler::submit`, for fast models with nothing queued); the executor's lock
-//! keeps the two from running it at once.
+//! as one batch and answering each with its own rows. A caller may claim an idle executor to run the queue on
+//! its own thread (`Scheduler::submit`, for fast models with nothing queued); the executor's lock keeps the two
+//! from running it at once.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
@@ -60,9 +60,9 @@ impl Worker {
                 Plan::Run(mut jobs) => {
                     // A job whose timeout fired a moment ago stays with its caller's error.
                     jobs.retain(Job::start);
-                    // Taken before the queue is let go: a caller only borrows an executor it finds unlocked then.
+                    // Taken before the queue is let go: a caller only claims an executor it finds unlocked then.
                     let mut executor = lock_slot(&shared.slots[self.slot]);
-                    let more = !queue.is_empty() && queue.sleeping() > 0;
+                    let more = queue.work_for_sleeper();
                     drop(queue);
                     // An idle peer forms the next batch while this one runs.
                     if more {
@@ -90,7 +90,7 @@ impl Worker {
 /// A job whose caller has gone (connection closed, RPC cancelled, timeout fired) never runs; dropping it gives
 /// up its place in the response order. A timeout was already counted by the caller; a vanished client is counted
 /// here.
-fn forget(stats: &Stats, job: Job) {
+pub(super) fn forget(stats: &Stats, job: Job) {
     if !job.timed_out() {
         stats.record_failure(FailReason::Canceled, job.enqueued.elapsed());
     }

@@ -124,7 +124,6 @@ pub(super) struct Job {
 
 impl Job {
     /// Arrival order.
-    #[cfg(test)]
     pub(super) fn seq(&self) -> u64 {
         self.reply.seq
     }

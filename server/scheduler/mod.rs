@@ -7,11 +7,14 @@
 //! policy, enqueues it, and resolves to its answer, racing the queue timeout and keeping the response order;
 //! dropping the future cancels the request. Nothing outside can build a job or answer one.
 //!
-//! Tokio tasks enqueue and await, with one exception that pays for itself: when a model's recent executions all
-//! took less than `BatchPolicy::inline_below` (a few microseconds for a small model on CPU), nothing is queued and
-//! an instance is idle, the caller borrows that instance's executor and runs its request on its own thread. The
-//! batch it would have formed is the same one request; what it saves are two hand-offs between threads (the
-//! wake-up of the instance thread and the wake-up of the caller), which cost more CPU than such a model's run.
+//! Tokio tasks enqueue and await, with one exception that pays for itself: when a model's executions take less
+//! than `BatchPolicy::inline_below` on average (tens of microseconds for a small model on CPU), nothing is queued
+//! and an instance is idle, the caller claims that instance's executor and runs the queue on its own thread. It
+//! first lets the tasks its thread has already woken run, so that the requests just read there queue up behind
+//! its own and run in the same batch (one model run for several requests, as the instance would have formed it),
+//! and it runs what other threads queued meanwhile before it gives the executor back. What this saves are two
+//! hand-offs between threads per request (the wake-up of the instance thread and the wake-up of the caller),
+//! which cost more CPU than such a model's run.
 //!
 //! A stateful model (`sequence_batching`) is scheduled by `sequence_batcher` instead: a sequence's requests run
 //! in order on the instance holding its slot, with control inputs and implicit state filled in per row.
@@ -36,7 +39,7 @@ pub use self::job::Executed;
 use self::job::{Job, JobState, Reply};
 use self::order::Order;
 pub use self::policy::{BatchPolicy, PolicyError, QueuePolicy, TimeoutAction, DEFAULT_QUEUE_SIZE};
-use self::queue::Queue;
+use self::queue::{Plan, Queue};
 use self::sequence_batcher::SequenceBatcher;
 pub use self::sequence_policy::{SequenceConfigError, SequencePolicy};
 use crate::backend::{BackendError, Instance};
@@ -55,56 +58,145 @@ struct Shared {
     order: Arc<Order>,
     /// One executor per instance, run by the instance's thread or lent to a caller.
     slots: Vec<Slot>,
-    /// How long executions take, in nanoseconds: the slowest recent one, decaying by 1/8 per execution
-    /// (`u64::MAX` until the first). One slow execution keeps requests off the callers' threads for a while.
-    slowest_ns: AtomicU64,
+    /// How long executions take, in nanoseconds: a moving average, each execution weighing 1/8 (`u64::MAX` until
+    /// the first). An average rather than a peak, so that a run stretched by preemption on shared cores does not
+    /// send a fast model's requests back to the instance threads; a model that turns slow leaves the callers'
+    /// threads within a few executions.
+    typical_ns: AtomicU64,
 }
 
+/// Batches a caller that claimed an executor runs at most before it gives the executor back (the requests its
+/// connection thread has not read yet wait meanwhile).
+const CLAIMED_BATCHES: usize = 4;
+
 impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs a batch on `executor` and keeps track of how long executions take.
     fn execute(&self, executor: &mut Executor, jobs: &mut Vec<Job>) {
         let start = Instant::now();
         executor.execute(jobs);
-        let ns = start.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+        let ns = start.elapsed().as_nanos().min(u64::MAX as u128 / 2) as u64;
         // Racing updates may lose a sample; the figure only decides whether callers may run requests inline.
-        let slowest = match self.slowest_ns.load(Ordering::Relaxed) {
+        let typical = match self.typical_ns.load(Ordering::Relaxed) {
             u64::MAX => ns,
-            old => ns.max(old - old / 8),
+            old => old - old / 8 + ns / 8,
         };
-        self.slowest_ns.store(slowest, Ordering::Relaxed);
+        self.typical_ns.store(typical, Ordering::Relaxed);
     }
 
-    /// Whether executions are fast enough for a caller to run its request on its own thread.
+    /// Whether executions are fast enough for a caller to run requests on its own thread.
     fn runs_inline(&self) -> bool {
         let below = self.policy.inline_below.as_nanos();
-        below > 0 && u128::from(self.slowest_ns.load(Ordering::Relaxed)) < below
+        below > 0 && u128::from(self.typical_ns.load(Ordering::Relaxed)) < below
     }
 
-    /// An idle instance's executor for a caller to run its request on, if the model is fast and nothing waits.
-    /// Counted as lent while the guard lives: give it back with `give_back`.
-    fn lend<'a>(&'a self, queue: &mut Queue) -> Option<MutexGuard<'a, Option<Executor>>> {
-        if !queue.is_empty() || queue.sleeping() == 0 || !self.runs_inline() {
-            return None;
+    /// Whether a caller about to queue a job may claim an idle instance's executor to run the queue itself: the
+    /// model is fast, nothing waits, and an instance sleeps with its executor free. Counted as lent until the
+    /// claim is given back.
+    fn claim(&self, queue: &mut Queue) -> bool {
+        let claimed = queue.is_empty() && queue.sleeping() > 0 && self.runs_inline();
+        queue.lent += usize::from(claimed);
+        claimed
+    }
+
+    /// Runs the queue on a claimed executor, on the caller's thread: batches as an instance would form them, until
+    /// the batch holding the caller's own job (`own`, its sequence number) has run and nothing else is queued, or
+    /// `CLAIMED_BATCHES` have run. Stops early when every executor is busy (an instance thread woke meanwhile and
+    /// takes the rest).
+    fn run_claimed(&self, own: u64) {
+        let mut dropped = Vec::new();
+        let mut own_ran = false;
+        for _ in 0..CLAIMED_BATCHES {
+            let mut queue = self.lock_queue();
+            if own_ran && queue.is_empty() {
+                break;
+            }
+            // The queue's lock before an executor's, as the instance threads take them; an executor is never held
+            // while waiting for the queue.
+            let Some(mut executor) = self
+                .slots
+                .iter()
+                .filter_map(|slot| slot.try_lock().ok())
+                .find(|executor| executor.is_some())
+            else {
+                break;
+            };
+            let plan = queue.plan(&self.policy, Instant::now(), &mut dropped);
+            drop(queue);
+            for job in dropped.drain(..) {
+                instance::forget(&self.stats, job);
+            }
+            let Plan::Run(mut jobs) = plan else {
+                break;
+            };
+            own_ran |= jobs.iter().any(|job| job.seq() == own);
+            // A job whose timeout fired a moment ago stays with its caller's error.
+            jobs.retain(Job::start);
+            if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
+                self.execute(executor, &mut jobs);
+            }
         }
-        let executor = self
-            .slots
-            .iter()
-            .filter_map(|slot| slot.try_lock().ok())
-            .find(|executor| executor.is_some())?;
-        queue.lent += 1;
-        Some(executor)
     }
 
-    /// Returns a lent executor; an instance is woken if requests queued up meanwhile.
-    fn give_back(&self, executor: MutexGuard<'_, Option<Executor>>) {
-        drop(executor);
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+    /// Gives a claimed executor back; an instance is woken if requests are still queued.
+    fn give_back(&self) {
+        let mut queue = self.lock_queue();
         queue.lent -= 1;
-        let wake = !queue.is_empty() && queue.sleeping() > 0;
+        let wake = queue.work_for_sleeper();
         drop(queue);
         if wake {
             self.changed.notify_one();
         }
+    }
+}
+
+/// A caller's claim on an idle instance's executor (`Shared::claim`), given back however the caller's future
+/// ends. A caller cancelled before it ran the queue takes its own job out first: nobody waits for it, and the
+/// instance woken for the rest must not run it before the reply's receiver is gone.
+struct Claim<'a> {
+    shared: &'a Shared,
+    own: u64,
+    ran: bool,
+}
+
+impl Claim<'_> {
+    /// Lets the tasks this thread has already woken run first (the requests it has read but not yet decoded
+    /// queue up behind the caller's own), then runs the queue.
+    async fn run(mut self) {
+        behind_woken_tasks().await;
+        self.shared.run_claimed(self.own);
+        self.ran = true;
+    }
+}
+
+/// Puts the calling task at the back of its thread's run queue, behind the tasks already woken there. Unlike
+/// `tokio::task::yield_now`, it does not make the runtime poll its sockets first: with nothing else woken, the
+/// task runs again at once, without the extra `epoll_wait` per request that would cost.
+async fn behind_woken_tasks() {
+    let mut requeued = false;
+    std::future::poll_fn(|cx| {
+        if requeued {
+            return std::task::Poll::Ready(());
+        }
+        requeued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.ran {
+            let job = self.shared.lock_queue().remove(self.own);
+            if let Some(job) = job {
+                instance::forget(&self.shared.stats, job);
+            }
+        }
+        self.shared.give_back();
     }
 }
 
@@ -160,7 +252,7 @@ impl Scheduler {
             spec,
             stats,
             slots,
-            slowest_ns: AtomicU64::new(u64::MAX),
+            typical_ns: AtomicU64::new(u64::MAX),
         });
         for i in 0..shared.slots.len() {
             let worker = instance::Worker::new(shared.clone(), i);
@@ -222,7 +314,9 @@ impl Scheduler {
         let deadline = timeout.and_then(|t| request.received.checked_add(t));
         let state = deadline.map(|_| Arc::new(JobState::default()));
         let (tx, mut rx) = oneshot::channel();
-        self.enqueue(request, level, deadline, state.clone(), tx)?;
+        if let Some(claim) = self.enqueue(request, level, deadline, state.clone(), tx)? {
+            claim.run().await;
+        }
         let dropped = || InferError::Internal(format!("model '{}' dropped the request", spec.name));
         match (deadline, state) {
             // The timeout fires while the request waits, whatever the instances are doing; once an instance has
@@ -247,7 +341,8 @@ impl Scheduler {
     }
 
     /// Puts the job in its level's queue without waiting: a full queue is answered at once. A fast model's job
-    /// with nothing queued before it runs here and now, on an idle instance's executor.
+    /// with nothing queued before it comes back with a claim on an idle instance's executor, for the caller to run
+    /// the queue itself.
     fn enqueue(
         &self,
         request: Submission,
@@ -255,8 +350,8 @@ impl Scheduler {
         deadline: Option<Instant>,
         state: Option<Arc<JobState>>,
         tx: oneshot::Sender<job::Outcome>,
-    ) -> InferResult<()> {
-        let mut queue = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+    ) -> InferResult<Option<Claim<'_>>> {
+        let mut queue = self.shared.lock_queue();
         if queue.closed {
             return Err(InferError::Unavailable(format!(
                 "model '{}' is unloading",
@@ -281,24 +376,21 @@ impl Scheduler {
             state,
             reply: Reply::new(tx, seq, self.shared.order.clone()).traced(request.executed),
         };
-        if let Some(mut executor) = self.shared.lend(&mut queue) {
-            drop(queue);
-            let mut jobs = vec![job];
-            jobs.retain(Job::start);
-            if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
-                self.shared.execute(executor, &mut jobs);
-            }
-            self.shared.give_back(executor);
-            return Ok(());
-        }
+        let claimed = self.shared.claim(&mut queue);
         queue.push(job);
-        // A busy instance finds the job when it next looks; only a sleeping one needs the (syscall) wake-up.
-        let wake = queue.sleeping() > 0;
+        // A busy (or claimed) instance finds the job when it next looks; only a sleeping one needs the (syscall)
+        // wake-up.
+        let wake = !claimed && queue.sleeping() > 0;
         drop(queue);
         if wake {
             self.shared.changed.notify_one();
         }
-        Ok(())
+        // Built only when claimed: a `Claim` gives its executor back when dropped.
+        Ok(claimed.then(|| Claim {
+            shared: &self.shared,
+            own: seq,
+            ran: false,
+        }))
     }
 
     pub fn load(&self) -> Load {
@@ -471,12 +563,17 @@ mod tests {
         }
     }
 
-    fn answer(scheduler: &Scheduler, value: u8) -> u8 {
+    /// Runs `future` on a single-threaded runtime of the calling thread, as a connection thread would.
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let outputs = runtime.block_on(scheduler.submit(submission(value))).unwrap();
+        runtime.block_on(future)
+    }
+
+    fn answer(scheduler: &Scheduler, value: u8) -> u8 {
+        let outputs = block_on(scheduler.submit(submission(value))).unwrap();
         outputs[0].data[0]
     }
 
@@ -513,7 +610,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_arriving_while_a_caller_holds_the_executor_waits_for_the_instance_thread() {
+    fn a_request_arriving_while_a_caller_runs_the_model_is_run_next_by_that_caller() {
         let s = echo_scheduler(Duration::from_secs(1));
         warm_up(&s);
         let sched = &s.scheduler;
@@ -522,7 +619,7 @@ mod tests {
                 .name("first".into())
                 .spawn_scoped(scope, || answer(sched, 1))
                 .unwrap();
-            // The first caller now holds the executor, waiting at the gate; the instance thread sleeps.
+            // The first caller now runs the model, waiting at the gate; the instance thread sleeps.
             s.at_gate.recv().unwrap();
             let second = std::thread::Builder::new()
                 .name("second".into())
@@ -536,7 +633,61 @@ mod tests {
             assert_eq!(second.join().unwrap(), 3);
         });
         assert_eq!(s.ran_on.recv().unwrap(), "first");
-        // Queued behind the lent executor, and run by the instance once it was given back.
-        assert_eq!(s.ran_on.recv().unwrap(), "echo-0");
+        // Queued behind the claimed executor, and run by the caller holding it rather than handed to the instance.
+        assert_eq!(s.ran_on.recv().unwrap(), "first");
+        assert!(s.ran_on.try_recv().is_err());
+    }
+
+    #[test]
+    fn requests_one_thread_receives_together_run_as_one_batch_on_that_thread() {
+        let s = echo_scheduler(Duration::from_secs(1));
+        warm_up(&s);
+        let sched = &s.scheduler;
+        let answers = std::thread::scope(|scope| {
+            let caller = std::thread::Builder::new().name("caller".into());
+            let batch = caller.spawn_scoped(scope, || {
+                // Like a connection thread's tasks woken by one poll of its sockets: the first claims the
+                // executor and steps back, the others queue behind it.
+                block_on(async {
+                    let (a, b, c) = tokio::join!(
+                        sched.submit(submission(4)),
+                        sched.submit(submission(5)),
+                        sched.submit(submission(6))
+                    );
+                    [a, b, c].map(|outputs| outputs.unwrap()[0].data[0])
+                })
+            });
+            batch.unwrap().join().unwrap()
+        });
+        assert_eq!(answers, [4, 5, 6]);
+        // One execution for the three, on the thread that received them.
+        assert_eq!(s.ran_on.recv().unwrap(), "caller");
+        assert!(s.ran_on.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_caller_cancelled_while_it_holds_a_claim_takes_its_job_away_and_frees_the_executor() {
+        let s = echo_scheduler(Duration::from_secs(1));
+        warm_up(&s);
+        // Polled once: the job is queued and the executor claimed, then the caller goes away before it runs.
+        block_on(async {
+            let mut submit = std::pin::pin!(s.scheduler.submit(submission(8)));
+            assert!(futures::poll!(submit.as_mut()).is_pending());
+        });
+        // The claim went back with the caller, and its job left the queue ...
+        while s.scheduler.load().busy > 0 || s.scheduler.load().queued > 0 {
+            std::thread::yield_now();
+        }
+        // ... so the next request runs on its caller's thread again, and the cancelled one never ran.
+        let sched = &s.scheduler;
+        std::thread::scope(|scope| {
+            let caller = std::thread::Builder::new().name("caller".into());
+            assert_eq!(
+                caller.spawn_scoped(scope, || answer(sched, 9)).unwrap().join().unwrap(),
+                9
+            );
+        });
+        assert_eq!(s.ran_on.recv().unwrap(), "caller");
+        assert!(s.ran_on.try_recv().is_err());
     }
 }

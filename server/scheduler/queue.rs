@@ -24,7 +24,7 @@ pub struct Queue {
     pub closed: bool,
     /// Instances asleep waiting for work (they count themselves in and out under the lock).
     pub idle: usize,
-    /// Of those, how many have their executor lent to a caller running its own request.
+    /// Of those, how many have their executor claimed by a caller running the queue on its own thread.
     pub lent: usize,
 }
 
@@ -45,6 +45,11 @@ impl Queue {
         self.idle.saturating_sub(self.lent)
     }
 
+    /// Work waiting and an instance asleep to take it: whoever leaves it so owes that instance a wake-up.
+    pub fn work_for_sleeper(&self) -> bool {
+        !self.is_empty() && self.sleeping() > 0
+    }
+
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq - 1
@@ -52,6 +57,17 @@ impl Queue {
 
     pub fn push(&mut self, job: Job) {
         self.levels[job.level].push_back(job);
+    }
+
+    /// Takes the job with sequence number `seq` out of the queue, if it is still there.
+    pub fn remove(&mut self, seq: u64) -> Option<Job> {
+        self.levels
+            .iter_mut()
+            .chain(std::iter::once(&mut self.delayed))
+            .find_map(|q| {
+                let at = q.iter().position(|job| job.seq() == seq)?;
+                q.remove(at)
+            })
     }
 
     pub fn level_len(&self, level: usize) -> usize {
