@@ -52,25 +52,11 @@ impl Worker {
         let mut dropped = Vec::new();
         loop {
             let now = Instant::now();
-            let plan = queue.plan(&shared.policy, now, &mut dropped);
-            for job in dropped.drain(..) {
-                forget(&shared.stats, job);
-            }
-            match plan {
-                Plan::Run(mut jobs) => {
-                    // A job whose timeout fired a moment ago stays with its caller's error.
-                    jobs.retain(Job::start);
+            match shared.plan(&mut queue, now, &mut dropped) {
+                Plan::Run(jobs) => {
                     // Taken before the queue is let go: a caller only claims an executor it finds unlocked then.
                     let mut executor = lock_slot(&shared.slots[self.slot]);
-                    let more = queue.work_for_sleeper();
-                    drop(queue);
-                    // An idle peer forms the next batch while this one runs.
-                    if more {
-                        shared.changed.notify_one();
-                    }
-                    if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
-                        shared.execute(executor, &mut jobs);
-                    }
+                    shared.run_batch(queue, jobs, &mut executor);
                     drop(executor);
                     queue = lock();
                 }

@@ -56,7 +56,7 @@ struct Shared {
     spec: Arc<ModelSpec>,
     stats: Arc<Stats>,
     order: Arc<Order>,
-    /// One executor per instance, run by the instance's thread or lent to a caller.
+    /// One executor per instance, run by the instance's thread or claimed by a caller.
     slots: Vec<Slot>,
     /// How long executions take, in nanoseconds: a moving average, each execution weighing 1/8 (`u64::MAX` until
     /// the first). An average rather than a peak, so that a run stretched by preemption on shared cores does not
@@ -94,12 +94,37 @@ impl Shared {
     }
 
     /// Whether a caller about to queue a job may claim an idle instance's executor to run the queue itself: the
-    /// model is fast, nothing waits, and an instance sleeps with its executor free. Counted as lent until the
-    /// claim is given back.
+    /// model is fast, nothing waits, and an instance sleeps with its executor free. Counted as claimed until
+    /// the claim is given back.
     fn claim(&self, queue: &mut Queue) -> bool {
         let claimed = queue.is_empty() && queue.sleeping() > 0 && self.runs_inline();
-        queue.lent += usize::from(claimed);
+        queue.claimed += usize::from(claimed);
         claimed
+    }
+
+    /// Plans the next batch (`queue.plan`), forgetting the jobs whose callers have gone.
+    fn plan(&self, queue: &mut Queue, now: Instant, dropped: &mut Vec<Job>) -> Plan {
+        let plan = queue.plan(&self.policy, now, dropped);
+        for job in dropped.drain(..) {
+            instance::forget(&self.stats, job);
+        }
+        plan
+    }
+
+    /// Runs a planned batch on the executor in a slot its runner has locked (an instance's thread, or a caller
+    /// with a claim): an idle peer is woken to form the next batch from what is still queued, the queue is let
+    /// go, and the jobs whose callers still wait are executed.
+    fn run_batch(&self, queue: MutexGuard<'_, Queue>, mut jobs: Vec<Job>, executor: &mut Option<Executor>) {
+        let more = queue.work_for_sleeper();
+        drop(queue);
+        if more {
+            self.changed.notify_one();
+        }
+        // A job whose timeout fired a moment ago stays with its caller's error.
+        jobs.retain(Job::start);
+        if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
+            self.execute(executor, &mut jobs);
+        }
     }
 
     /// Runs the queue on a claimed executor, on the caller's thread: batches as an instance would form them, until
@@ -124,27 +149,18 @@ impl Shared {
             else {
                 break;
             };
-            let plan = queue.plan(&self.policy, Instant::now(), &mut dropped);
-            drop(queue);
-            for job in dropped.drain(..) {
-                instance::forget(&self.stats, job);
-            }
-            let Plan::Run(mut jobs) = plan else {
+            let Plan::Run(jobs) = self.plan(&mut queue, Instant::now(), &mut dropped) else {
                 break;
             };
             own_ran |= jobs.iter().any(|job| job.seq() == own);
-            // A job whose timeout fired a moment ago stays with its caller's error.
-            jobs.retain(Job::start);
-            if let Some(executor) = executor.as_mut().filter(|_| !jobs.is_empty()) {
-                self.execute(executor, &mut jobs);
-            }
+            self.run_batch(queue, jobs, &mut executor);
         }
     }
 
     /// Gives a claimed executor back; an instance is woken if requests are still queued.
     fn give_back(&self) {
         let mut queue = self.lock_queue();
-        queue.lent -= 1;
+        queue.claimed -= 1;
         let wake = queue.work_for_sleeper();
         drop(queue);
         if wake {

@@ -25,7 +25,7 @@ pub struct Queue {
     /// Instances asleep waiting for work (they count themselves in and out under the lock).
     pub idle: usize,
     /// Of those, how many have their executor claimed by a caller running the queue on its own thread.
-    pub lent: usize,
+    pub claimed: usize,
 }
 
 impl Queue {
@@ -36,13 +36,13 @@ impl Queue {
             seq: 0,
             closed: false,
             idle: 0,
-            lent: 0,
+            claimed: 0,
         }
     }
 
     /// Instances asleep whose executor is free: those a wake-up would set to work at once.
     pub fn sleeping(&self) -> usize {
-        self.idle.saturating_sub(self.lent)
+        self.idle.saturating_sub(self.claimed)
     }
 
     /// Work waiting and an instance asleep to take it: whoever leaves it so owes that instance a wake-up.
