@@ -141,9 +141,9 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MAX_INFLIGHT_REQUESTS", default_value_t = 0)]
     pub max_inflight_requests: usize,
 
-    /// Threads that serve plain-TCP HTTP and gRPC connections, each connection whole on one of them (0: one per
-    /// core); as many again run TLS connections, the metrics port and the server's own tasks. Model instances run
-    /// on threads of their own besides.
+    /// Threads that serve plain-TCP HTTP and gRPC connections, each connection whole on one of them (0: half the
+    /// cores, at least one); TLS connections, the metrics port and the server's own tasks run on as many threads
+    /// again (0: one per core). Model instances run on threads of their own besides.
     #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
     pub runtime_threads: usize,
 

@@ -142,6 +142,14 @@ enum GrpcIncoming {
     Handed(Connections),
 }
 
+/// Front-end threads unless `--runtime-threads` says: half the cores, at least one. The other half is left to the
+/// model instances and to the clients that share the machine; a front-end thread with more connections finds
+/// more of them ready each time it polls, and sleeps and wakes less per request (on 2 cores at c=32, one thread
+/// spent less CPU per request than two at the same throughput: benches/RESULTS.md, issue 17).
+fn default_front_end_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
 /// The plain-TCP front-ends' threads, started the first time one needs them.
 fn front_end_threads(threads: &mut Option<IoThreads>, count: usize) -> anyhow::Result<&IoThreads> {
     let started = match threads.take() {
@@ -275,7 +283,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     // TLS ones on the main runtime.
     let mut io_threads = None;
     let io_count = match args.runtime_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => default_front_end_threads(),
         n => n,
     };
     let mut http_addr = None;
