@@ -261,7 +261,10 @@ impl Lifecycle {
         let _loading = self.mark_loading(&src.name);
         let loaded = repository::prepare(&src, config, &self.config.backends)
             .and_then(|prepared| repository::load_versions(&prepared, self.config.versions));
-        self.install(&src.name, loaded)
+        let outcome = self.install(&src.name, loaded);
+        // What loading held only for a while (files read whole, converted weights) goes back to the OS now.
+        crate::memory::return_freed_memory();
+        outcome
     }
 
     fn mark_loading(&self, model: &str) -> Loading<'_> {
