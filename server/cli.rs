@@ -147,6 +147,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
     pub runtime_threads: usize,
 
+    /// Microseconds a front-end thread waits, after a turn in which it read two or more requests, before it polls
+    /// its connections again, so that it wakes once for the several requests that arrive meanwhile rather than
+    /// once for each (0: never wait). A lone request never waits. Costs up to this much latency under load.
+    #[arg(long, env = "INFERD_IO_COALESCE_US", default_value_t = 50)]
+    pub io_coalesce_us: u64,
+
     /// Run requests on the thread that received them, on an idle instance with nothing queued, while its model's
     /// executions take under this many microseconds on average (0: always hand requests to the instance threads).
     /// Requests that thread received together run as one batch. For small models on CPU the two thread hand-offs

@@ -17,7 +17,7 @@ use crate::backend::identity::IdentityBackend;
 use crate::backend::ort::{find_library, OrtBackend};
 use crate::backend::Backend;
 use crate::cli::{ModelControlMode, ServeArgs};
-use crate::io_threads::{Connections, IoThreads};
+use crate::io_threads::{Coalescing, Connections, IoThreads};
 use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::metrics::Metrics;
 use crate::model_name::ModelName;
@@ -151,10 +151,15 @@ fn default_front_end_threads() -> usize {
 }
 
 /// The plain-TCP front-ends' threads, started the first time one needs them.
-fn front_end_threads(threads: &mut Option<IoThreads>, count: usize) -> anyhow::Result<&IoThreads> {
+fn front_end_threads(
+    threads: &mut Option<IoThreads>,
+    count: usize,
+    coalescing: Coalescing,
+) -> anyhow::Result<&IoThreads> {
     let started = match threads.take() {
         Some(started) => started,
-        None => IoThreads::start(count).map_err(|e| anyhow::anyhow!("cannot start the front-end threads: {e}"))?,
+        None => IoThreads::start(count, coalescing)
+            .map_err(|e| anyhow::anyhow!("cannot start the front-end threads: {e}"))?,
     };
     Ok(threads.insert(started))
 }
@@ -286,6 +291,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         0 => default_front_end_threads(),
         n => n,
     };
+    let coalescing = Coalescing {
+        wait: std::time::Duration::from_micros(args.io_coalesce_us),
+    };
     let mut http_addr = None;
     if args.allow_http {
         let listener = bind(SocketAddr::new(args.http_address, args.http_port), "HTTP").await?;
@@ -293,7 +301,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
         let app = http::router(api.clone(), args.http_max_body_bytes);
         match &tls {
             Some(tls) => tasks.spawn(serve_axum(listener, Some(tls.http.clone()), app, rx.clone())),
-            None => tasks.spawn(front_end_threads(&mut io_threads, io_count)?.serve(
+            None => tasks.spawn(front_end_threads(&mut io_threads, io_count, coalescing)?.serve(
                 listener,
                 rx.clone(),
                 move |conns, stop| serve_axum_on(conns, app.clone(), stop),
@@ -313,7 +321,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
                 max_streams,
                 rx.clone(),
             )),
-            None => tasks.spawn(front_end_threads(&mut io_threads, io_count)?.serve(
+            None => tasks.spawn(front_end_threads(&mut io_threads, io_count, coalescing)?.serve(
                 listener,
                 rx.clone(),
                 move |conns, stop| serve_grpc(GrpcIncoming::Handed(conns), svc.clone(), max_streams, stop),
