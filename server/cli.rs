@@ -147,9 +147,10 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_RUNTIME_THREADS", default_value_t = 0)]
     pub runtime_threads: usize,
 
-    /// Microseconds a front-end thread waits, after a turn in which it read two or more requests, before it polls
-    /// its connections again, so that it wakes once for the several requests that arrive meanwhile rather than
-    /// once for each (0: never wait). A lone request never waits. Costs up to this much latency under load.
+    /// Microseconds a front-end thread waits, after a turn in which it read from two or more connections, before
+    /// it polls its connections again, so that it wakes once for the several requests that arrive meanwhile
+    /// rather than once for each (0: never wait). A lone client, one connection's large body and a single HTTP/2
+    /// connection never wait. Costs up to this much latency under load.
     #[arg(long, env = "INFERD_IO_COALESCE_US", default_value_t = 50)]
     pub io_coalesce_us: u64,
 
