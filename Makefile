@@ -4,7 +4,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup build serve test test-rust test-interop bench bench-overhead profile bench-metrics bench-health bench-registry bench-overload bench-protocol soak triton-examples fuzz fmt clean
+.PHONY: setup build serve test test-rust test-interop bench bench-overhead profile bench-metrics bench-health bench-registry bench-overload bench-protocol bench-embeddings soak triton-examples fuzz fmt clean
 
 setup:
 	@scripts/setup.sh
@@ -13,7 +13,7 @@ build: setup
 	$(CARGO) build --release --locked
 
 serve: build
-	./target/release/inferd serve --model-repository models \
+	./target/release/inferd serve --model-repository models --tei-model all-MiniLM-L6-v2 \
 		--http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 # Tests that need what setup installs (MiniLM, the Python packages) fail rather than skip when it is missing.
@@ -62,6 +62,11 @@ bench-health: build
 # Shared memory against binary tensors on FP32 1x3x224x224 (identity backend); perf_analyzer's sequence mode.
 bench-protocol: build
 	scripts/bench_protocol.py
+
+# Text embeddings through the OpenAI and TEI routes beside V2 and raw ONNX Runtime, c=1/8/32 (benches/RESULTS.md,
+# "Text embeddings: OpenAI and TEI routes").
+bench-embeddings: build
+	scripts/bench_embeddings.py
 
 # Time to ready from S3 (cold, warm cache) and from disk; one poll of 100 models (benches/RESULTS.md).
 bench-registry: build

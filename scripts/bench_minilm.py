@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from perf_common import ROOT, measure, perf_analyzer, replace_section, start
+from perf_common import raw_onnxruntime, ROOT, measure, perf_analyzer, replace_section, start
 
 OUT = ROOT / "target" / "bench-minilm"
 INPUT = ROOT / "benches" / "minilm_input.json"
@@ -33,41 +33,7 @@ def raw_candle():
     return times
 
 
-ORT_TIMING = r"""
-import json, sys, time
-import numpy as np, onnxruntime as ort
-from tokenizers import Tokenizer
-texts = [d["TEXT"]["content"][0] for d in json.load(open(sys.argv[1]))["data"]]
-tok = Tokenizer.from_file(sys.argv[2])
-tok.enable_truncation(256)
-tok.enable_padding()
-opts = ort.SessionOptions()
-opts.intra_op_num_threads = 1
-opts.inter_op_num_threads = 1
-sess = ort.InferenceSession(sys.argv[3], opts, providers=["CPUExecutionProvider"])
-for batch in (1, 8, 32):
-    chosen = [texts[i % len(texts)] for i in range(batch)]
-    def run():
-        enc = tok.encode_batch(chosen)
-        ids = np.array([e.ids for e in enc], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-        return sess.run(None, {"input_ids": ids, "attention_mask": mask})
-    run()
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < 3:
-        run()
-        n += 1
-    print(batch, (time.perf_counter() - t) / n * 1000)
-"""
 
-
-def raw_onnxruntime():
-    """The same pipeline as one ONNX graph in ONNX Runtime (one thread), tokenised by the tokenizers package:
-    ms per batch."""
-    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", ORT_TIMING, str(INPUT),
-                          str(ROOT / "models/minilm/1/tokenizer.json"), str(ROOT / "models/minilm_onnx/1/model.onnx")],
-                         capture_output=True, text=True, check=True).stdout
-    return {int(b): float(ms) for b, ms in (line.split() for line in out.splitlines())}
 
 
 def main():

@@ -39,7 +39,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from perf_common import HZ, ROOT, cpu_ticks, replace_section
+from perf_common import HZ, ROOT, busy_processes, cpu_ticks, replace_section
 
 sys.path.insert(0, str(ROOT / "tests" / "interop"))
 from conftest import _free_ports  # noqa: E402
@@ -177,17 +177,6 @@ def uptime():
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def busy_processes():
-    """Other processes using over a fifth of a core (ps: CPU time over their lifetime)."""
-    out = subprocess.run(["ps", "-eo", "pid=,pcpu=,comm="], capture_output=True, text=True).stdout
-    busy = []
-    for line in out.splitlines():
-        pid, pcpu, comm = line.split(None, 2)
-        if float(pcpu) > 20 and int(pid) != os.getpid():
-            busy.append(f"{comm} {float(pcpu):.0f}%")
-    return ", ".join(busy) or "none"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="rounds of time-to-ready (local, S3 cold, S3 warm)")
@@ -214,7 +203,7 @@ def main():
     started_at = time.gmtime()
     commit = git_commit()
     load_before = uptime()
-    busy_before = busy_processes()
+    busy_before = busy_processes(share_over=20)
     log(f"load at start: {load_before}; busy: {busy_before}")
     work = Path(tempfile.mkdtemp(prefix="inferd-bench-registry-"))
     logs = work / "logs"
@@ -368,7 +357,7 @@ def main():
                 if p.name not in ("logs", "s3.log"):
                     shutil.rmtree(p) if p.is_dir() else p.unlink()
     load_after = uptime()
-    busy_after = busy_processes()
+    busy_after = busy_processes(share_over=20)
     log(f"load at end: {load_after}; whole run {time.monotonic() - t_script:.0f} s; logs in {work}")
 
     # ---------------------------------------------------------------- report

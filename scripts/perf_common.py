@@ -294,3 +294,71 @@ def on_off_table(results, protocols, column, cost_of, note=""):
                        f"({med['on'][1] - med['off'][1]:+.1f} µs).")
     return lines + ["", *summary]
 
+
+# The MiniLM graph in ONNX Runtime in-process, tokenised by the tokenizers package as sentence-transformers does
+# (cut to 256 tokens, padded to the batch's longest). Each batch takes the next sentences of the input in turn, so
+# every sentence length counts as it does against a server, not only the first sentences'.
+ORT_TIMING = r"""
+import json, sys, time
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+texts = [d["TEXT"]["content"][0] for d in json.load(open(sys.argv[1]))["data"]]
+tok = Tokenizer.from_file(sys.argv[2])
+tok.enable_truncation(256)
+tok.enable_padding()
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = int(sys.argv[4])
+opts.inter_op_num_threads = 1
+sess = ort.InferenceSession(sys.argv[3], opts, providers=["CPUExecutionProvider"])
+seconds = float(sys.argv[5])
+for batch in (1, 8, 32):
+    def run(k):
+        enc = tok.encode_batch([texts[(k * batch + i) % len(texts)] for i in range(batch)])
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        return sess.run(None, {"input_ids": ids, "attention_mask": mask})
+    for k in range(len(texts)):
+        run(k)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds or n % len(texts):
+        run(n)
+        n += 1
+    print(batch, (time.perf_counter() - t) / n * 1000)
+"""
+
+
+def raw_onnxruntime(threads=1, seconds=3.0):
+    """ms per batch (tokenisation included) of models/minilm_onnx in ONNX Runtime on the sentences of
+    benches/minilm_input.json, with `threads` intra-op threads, for batch 1, 8 and 32."""
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", ORT_TIMING, str(ROOT / "benches/minilm_input.json"),
+                          str(ROOT / "models/minilm/1/tokenizer.json"), str(ROOT / "models/minilm_onnx/1/model.onnx"),
+                          str(threads), str(seconds)],
+                         capture_output=True, text=True, check=True).stdout
+    return {int(b): float(ms) for b, ms in (line.split() for line in out.splitlines())}
+
+
+def process_ticks():
+    """pid -> (name, user + system clock ticks) of every live process."""
+    ticks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        ticks[stat.parent.name] = (text[text.index("(") + 1:text.rindex(")")], int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def busy_processes(seconds=2.0, share_over=5):
+    """Other processes that used more than `share_over` % of a core over the next `seconds`, for the record."""
+    before = process_ticks()
+    time.sleep(seconds)
+    after = process_ticks()
+    me = str(os.getpid())
+    busy = []
+    for pid, (name, ticks) in after.items():
+        share = (ticks - before.get(pid, (name, ticks))[1]) / HZ / seconds * 100
+        if share > share_over and pid != me:
+            busy.append(f"{name} {share:.0f}%")
+    return ", ".join(busy) or "none"

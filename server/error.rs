@@ -20,6 +20,10 @@ pub enum InferError {
     /// The request is larger than the server accepts (body size, tensor elements): 413 / RESOURCE_EXHAUSTED.
     #[error("{0}")]
     TooLarge(String),
+    /// A text longer than its model takes, and the request asked not to cut it: 400 / INVALID_ARGUMENT (TEI's
+    /// routes answer 413, as TEI does).
+    #[error("input of {tokens} tokens is longer than model '{model}' takes ({max} tokens): shorten it, or send truncate=true to have it cut")]
+    TextTooLong { model: String, tokens: usize, max: usize },
     /// The request's queue timeout fired before an instance took it: 503 / DEADLINE_EXCEEDED.
     #[error("{0}")]
     Timeout(String),
@@ -39,7 +43,7 @@ impl InferError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidArgument(_) | Self::TextTooLong { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -51,7 +55,7 @@ impl InferError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             Self::NotFound(_) => tonic::Code::NotFound,
-            Self::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Self::InvalidArgument(_) | Self::TextTooLong { .. } => tonic::Code::InvalidArgument,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::Timeout(_) => tonic::Code::DeadlineExceeded,
             Self::ResourceExhausted(_) | Self::TooLarge(_) => tonic::Code::ResourceExhausted,

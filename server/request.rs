@@ -270,6 +270,8 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
     /// Outputs written into shared memory (their tensors' `data` left empty): where, and how many bytes.
     pub in_regions: Vec<(String, RegionRef)>,
+    /// A text model's tokens for this request, as the model read them.
+    pub text_tokens: Option<crate::tokens::TextTokens>,
 }
 
 impl InferResponse {

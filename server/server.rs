@@ -22,7 +22,8 @@ use crate::lifecycle::{Lifecycle, LifecycleConfig};
 use crate::metrics::Metrics;
 use crate::model_name::ModelName;
 use crate::protocol::grpc_write_buffer::WriteBuffer;
-use crate::protocol::{grpc, http, Api};
+use crate::protocol::text_input::ApiKey;
+use crate::protocol::{grpc, http, Api, TextRoutes};
 use crate::registry::{default_cache_dir, Registry, RegistryConfig};
 use crate::repository::VersionOptions;
 use crate::request_trace::{RequestTracer, TraceConfig};
@@ -280,6 +281,10 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<RunningServer> {
     let api = Api {
         serving: serving.clone(),
         admin,
+        text: Arc::new(TextRoutes {
+            api_key: ApiKey(args.api_key.clone()),
+            tei_model: args.tei_model.clone(),
+        }),
     };
 
     let (shutdown, rx) = watch::channel(false);

@@ -20,6 +20,7 @@ use crate::shared_memory::SharedMemory;
 use crate::spec::{ModelSpec, TensorSpec};
 use crate::stats::{Arm, FailReason};
 use crate::tensor::Tensor;
+use crate::tokens;
 use crate::validate::validate;
 use crate::version::LoadedVersion;
 
@@ -116,6 +117,11 @@ impl Serving {
 
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Relaxed);
+    }
+
+    /// Requests in flight before new ones are refused (0: no cap).
+    pub fn max_inflight(&self) -> usize {
+        self.config.max_inflight
     }
 
     /// Requests admitted and not yet answered, across all models.
@@ -400,10 +406,19 @@ async fn run(
     let spec = &version.spec;
     let selected = select_outputs(spec, &req.outputs)?;
     let watched;
+    let mut text_tokens = None;
     let submission = {
         let priority = req.unsigned_parameter("priority")?;
         let timeout_us = req.unsigned_parameter("timeout")?;
         let validated = validate(spec, std::mem::take(&mut req.inputs))?;
+        if let (Some(recipe), Some(Some(text))) = (&version.text, validated.inputs.first()) {
+            text_tokens = Some(tokens::count(
+                recipe,
+                &spec.name,
+                text,
+                tokens::truncate_parameter(req)?,
+            )?);
+        }
         if let Some(rules) = &version.health.rules {
             rules.check(&validated.inputs, validated.batch, &spec.name, version.version, &req.id)?;
         }
@@ -424,6 +439,7 @@ async fn run(
             priority,
             timeout_us,
             sequence: req.sequence.clone(),
+            tokens: text_tokens.map_or(0, |t| t.longest),
         }
     };
     let all = version.scheduler.submit(submission).await;
@@ -461,5 +477,6 @@ async fn run(
         model_version: version.version.to_string(),
         outputs,
         in_regions: Vec::new(),
+        text_tokens,
     })
 }

@@ -90,6 +90,11 @@ impl ModelSpec {
         })
     }
 
+    /// Whether the model is shaped as a text embedder: one BYTES input, one FP32 output.
+    pub fn takes_text(&self) -> bool {
+        matches!((&self.inputs[..], &self.outputs[..]), ([i], [o]) if i.datatype == DataType::Bytes && o.datatype == DataType::Fp32)
+    }
+
     pub fn batches(&self) -> bool {
         self.max_batch_size > 0
     }

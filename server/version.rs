@@ -2,6 +2,7 @@
 //! the class labels its outputs name, and its health checks (drift, input rules).
 use std::sync::Arc;
 
+use crate::backend::text::TextRecipe;
 use crate::health::Health;
 use crate::proto::ModelConfig;
 use crate::scheduler::Scheduler;
@@ -19,4 +20,8 @@ pub struct LoadedVersion {
     pub labels: Vec<Vec<String>>,
     /// Its drift monitor and input rules.
     pub health: Health,
+    /// A text model's tokenizer (one BYTES input, one FP32 output, a `tokenizer.json` beside the weights): requests'
+    /// tokens are counted with it before they queue, for the token budget of batches, the too-long check and
+    /// the usage the OpenAI route reports.
+    pub text: Option<Arc<TextRecipe>>,
 }

@@ -2,7 +2,7 @@
 //! hold; loading, reloading and unloading a model) and traffic policies (labels, weighted splits, shadows and
 //! rollback guards) changed at run time. Every change is authorized first (`access`) and logged with the client
 //! it came from.
-mod access;
+pub mod access;
 
 use std::sync::Arc;
 

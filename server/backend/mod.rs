@@ -4,6 +4,8 @@
 pub mod candle;
 pub mod identity;
 pub mod ort;
+mod ort_text;
+pub mod text;
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! The ONNX Runtime backend (through `ort`, with the runtime library loaded at start). One `Session` per
-//! instance, since `Session::run` takes `&mut self`.
+//! instance, since `Session::run` takes `&mut self`. A graph with a tokenizer beside it may take text
+//! (`ort_text`).
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -9,6 +10,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, PrimitiveTensorElementType, Tensor, TensorElementType, TensorRef, ValueType};
 
+use super::ort_text::OrtTextInstance;
+use super::text::{self, TextRecipe};
 use super::{Backend, BackendError, BatchInput, BatchOutput, DeclaredIo, DeclaredTensor, Instance, Placement};
 use crate::proto::model_config::SchedulingChoice;
 use crate::proto::{DataType as ConfigType, ModelConfig};
@@ -232,6 +235,19 @@ impl Backend for OrtBackend {
             None => self.default_intra_op_threads,
         };
         let session = self.session(model_file, threads, placement)?;
+        if let Some(recipe) = text_recipe(&session, spec, model_file)? {
+            let output = match &spec.outputs[..] {
+                [o] if o.datatype == DataType::Fp32 && session.outputs().iter().any(|g| g.name() == o.name) => {
+                    o.name.clone()
+                }
+                _ => {
+                    return Err(BackendError::Load(
+                        "a text-in ONNX model gives one FP32 output, one of the graph's outputs".into(),
+                    ))
+                }
+            };
+            return Ok(Box::new(OrtTextInstance::new(session, recipe, output)?));
+        }
         for t in &spec.inputs {
             if !session.inputs().iter().any(|i| i.name() == t.name) {
                 return Err(BackendError::Load(format!(
@@ -279,6 +295,25 @@ impl Backend for OrtBackend {
             output_names,
             output_types,
         }))
+    }
+}
+
+/// The tokenizer recipe of a text-in model: its config has one BYTES input that is not an input of the graph, and
+/// a `tokenizer.json` sits beside the graph. `None` for any other model.
+fn text_recipe(session: &Session, spec: &ModelSpec, model_file: &Path) -> Result<Option<TextRecipe>, BackendError> {
+    let [input] = &spec.inputs[..] else { return Ok(None) };
+    if input.datatype != DataType::Bytes || session.inputs().iter().any(|i| i.name() == input.name) {
+        return Ok(None);
+    }
+    let dir = model_file.parent().unwrap_or(Path::new("."));
+    match TextRecipe::load(dir)? {
+        Some(recipe) => Ok(Some(recipe)),
+        None => Err(BackendError::Load(format!(
+            "config input '{}' is not an input of the model file (a BYTES input the graph lacks is text only \
+             with a {} beside the graph)",
+            input.name,
+            text::TOKENIZER_FILE
+        ))),
     }
 }
 

@@ -389,6 +389,7 @@ mod tests {
             model_version: "1".into(),
             outputs: vec![t],
             in_regions: Vec::new(),
+            text_tokens: None,
         };
         let all = BinaryOutputs {
             default: true,
@@ -431,6 +432,7 @@ mod tests {
                 tensor("C", Bytes::from_static(&[3])),
             ],
             in_regions: Vec::new(),
+            text_tokens: None,
         };
         let all = BinaryOutputs {
             default: true,

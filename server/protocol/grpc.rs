@@ -35,7 +35,7 @@ pub struct GrpcService {
 pub type GrpcServer = MessageLimit<GrpcInferenceServiceServer<GrpcService>>;
 
 pub fn service(api: Api, max_message_bytes: usize) -> GrpcServer {
-    let Api { serving, admin } = api;
+    let Api { serving, admin, .. } = api;
     MessageLimit(
         GrpcInferenceServiceServer::new(GrpcService { serving, admin })
             .max_decoding_message_size(max_message_bytes)

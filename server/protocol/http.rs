@@ -98,6 +98,8 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .merge(super::http_shared_memory::routes())
         .merge(super::http_trace::routes())
         .merge(super::http_logging::routes())
+        .merge(super::openai::routes())
+        .merge(super::tei::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api)

@@ -20,10 +20,24 @@ pub mod http_logging;
 pub mod http_shared_memory;
 pub mod http_trace;
 pub mod json;
+pub mod openai;
+pub mod tei;
+pub mod text_input;
 
 /// What the front-ends serve from.
 #[derive(Clone)]
 pub struct Api {
     pub serving: Arc<Serving>,
     pub admin: Arc<Admin>,
+    /// The OpenAI and TEI routes' settings.
+    pub text: Arc<TextRoutes>,
+}
+
+/// How the OpenAI and TEI routes are served.
+#[derive(Clone, Debug, Default)]
+pub struct TextRoutes {
+    /// The key they want (`--api-key`).
+    pub api_key: text_input::ApiKey,
+    /// The model TEI's routes serve (`--tei-model`); without one, the only text model loaded.
+    pub tei_model: Option<String>,
 }

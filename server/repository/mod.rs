@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::error::{LoadError, LoadFailure};
+use crate::backend::text::TextRecipe;
 use crate::backend::{Backend, Placement};
 use crate::health::Health;
 use crate::model_name::{ModelName, NameError};
@@ -266,6 +267,16 @@ pub fn load_version(
         })?;
     let version_dir = file.parent().unwrap_or(file);
     let health = Health::load(&prepared.config, &prepared.spec, version, version_dir)?;
+    let text = if prepared.spec.takes_text() {
+        TextRecipe::load(version_dir)
+            .map_err(|e| LoadError::Instance {
+                version,
+                source: Arc::new(e),
+            })?
+            .map(Arc::new)
+    } else {
+        None
+    };
     // A GPU instance may be tied to its thread's device context; a batching delay must be left to the instance.
     if placements.iter().all(|p| matches!(p, Placement::Cpu)) && policy.max_queue_delay.is_zero() {
         policy.inline_below = options.inline_below;
@@ -283,6 +294,7 @@ pub fn load_version(
         stats,
         labels: prepared.labels.clone(),
         health,
+        text,
     })
 }
 

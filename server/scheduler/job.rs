@@ -111,6 +111,8 @@ impl Drop for Reply {
 pub(super) struct Job {
     pub inputs: Vec<Option<Tensor>>,
     pub rows: usize,
+    /// Tokens per row, for a text model's token budget (0 otherwise).
+    pub tokens: usize,
     pub enqueued: Instant,
     /// 0-based priority level (0 is the highest).
     pub level: usize,

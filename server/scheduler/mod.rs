@@ -241,6 +241,9 @@ pub struct Submission {
     pub executed: Option<Arc<Executed>>,
     /// The sequence the request belongs to (stateful models).
     pub sequence: Option<crate::request::SequenceRequest>,
+    /// A text request's tokens per row (its longest text's): what each of its rows costs in a batch padded to
+    /// it. Zero for other models.
+    pub tokens: usize,
 }
 
 pub struct Scheduler {
@@ -386,6 +389,7 @@ impl Scheduler {
         let job = Job {
             inputs: request.inputs,
             rows: request.rows,
+            tokens: request.tokens,
             enqueued: request.received,
             level,
             deadline,
@@ -551,6 +555,7 @@ mod tests {
             preserve_ordering: false,
             levels: vec![QueuePolicy::default()],
             default_priority: 1,
+            max_batch_tokens: 0,
             inline_below,
         };
         let scheduler = Scheduler::start(spec, vec![Box::new(instance)], policy, Arc::new(Stats::new(8, false)));
@@ -576,6 +581,7 @@ mod tests {
             timeout_us: None,
             executed: None,
             sequence: None,
+            tokens: 0,
         }
     }
 

@@ -18,7 +18,12 @@ pub const MAX_PRIORITY_LEVELS: u64 = 1024;
 pub enum PolicyError {
     #[error("dynamic_batching.priority_levels is {0}; at most {MAX_PRIORITY_LEVELS} are supported")]
     PriorityLevels(u64),
+    #[error("parameter max_batch_tokens must be a positive number, got '{0}'")]
+    MaxBatchTokens(String),
 }
+
+/// The config parameter that caps a text model's batch by its padded tokens.
+pub const MAX_BATCH_TOKENS: &str = "max_batch_tokens";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutAction {
@@ -83,6 +88,10 @@ pub struct BatchPolicy {
     pub levels: Vec<QueuePolicy>,
     /// The level (1-based) of a request that names none.
     pub default_priority: usize,
+    /// Most tokens one batch may hold, padding included (rows times the longest row's tokens), for text models
+    /// (config parameter `max_batch_tokens`); 0: no cap. Under a cap, the requests that join a batch are the
+    /// ones closest in length to its first, so that little of the batch is padding.
+    pub max_batch_tokens: usize,
     /// A caller runs its own request on an idle instance, when nothing is queued, while the model's recent executions
     /// all took less than this (zero: never). Set by the server, not the model's config: only for CPU instances
     /// and no batching delay (a request alone would run at once on the instance as well).
@@ -92,6 +101,13 @@ pub struct BatchPolicy {
 impl BatchPolicy {
     pub fn from_config(cfg: &ModelConfig) -> Result<Self, PolicyError> {
         let max_batch_size = cfg.max_batch_size.max(0) as usize;
+        let max_batch_tokens = match cfg.parameters.get(MAX_BATCH_TOKENS) {
+            None => 0,
+            Some(p) => match p.string_value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(PolicyError::MaxBatchTokens(p.string_value.clone())),
+            },
+        };
         let Some(SchedulingChoice::DynamicBatching(db)) = &cfg.scheduling_choice else {
             return Ok(Self {
                 max_batch_size,
@@ -101,6 +117,7 @@ impl BatchPolicy {
                 preserve_ordering: false,
                 levels: vec![QueuePolicy::default()],
                 default_priority: 1,
+                max_batch_tokens,
                 inline_below: Duration::ZERO,
             });
         };
@@ -138,6 +155,7 @@ impl BatchPolicy {
             preserve_ordering: db.preserve_ordering,
             levels,
             default_priority: (db.default_priority_level as usize).clamp(1, n_levels),
+            max_batch_tokens,
             inline_below: Duration::ZERO,
         })
     }

@@ -120,36 +120,64 @@ impl Queue {
         }
     }
 
+    /// Every queued job, as (queue, position): the head first, then by priority level and, within a level, by
+    /// how far the job's tokens per row are from the head's (arrival order among equals).
+    fn by_length(&self) -> Vec<(usize, usize)> {
+        let mut all: Vec<(usize, usize)> = (0..=self.levels.len())
+            .flat_map(|qi| (0..self.queue(qi).len()).map(move |pos| (qi, pos)))
+            .collect();
+        if let Some((&mut (hq, hp), rest)) = all.split_first_mut() {
+            let head = self.queue(hq)[hp].tokens;
+            rest.sort_by_key(|&(q, p)| (q, self.queue(q)[p].tokens.abs_diff(head)));
+        }
+        all
+    }
+
     /// Decides what runs next. Jobs whose callers are gone land in `dropped`.
     pub fn plan(&mut self, policy: &BatchPolicy, now: Instant, dropped: &mut Vec<Job>) -> Plan {
         self.sweep(policy, now, dropped);
-        // Candidates in priority order: the head, then every later job that fits beside it.
+        // Candidates in priority order (by closeness in length to the head, under a token budget): the head, then
+        // every later job that fits beside it.
         let mut picked: Vec<(usize, usize)> = Vec::new();
         let mut rows = 0;
+        let mut longest = 0;
         let mut cuts: Vec<usize> = Vec::new(); // rows after each pick
-        'scan: for qi in 0..=self.levels.len() {
-            for (pos, job) in self.queue(qi).iter().enumerate() {
-                if let Some(&(hq, hp)) = picked.first() {
-                    if !policy.dynamic || rows >= policy.max_batch_size {
-                        break 'scan;
-                    }
-                    let head = &self.queue(hq)[hp];
-                    if rows + job.rows > policy.max_batch_size || !compatible(head, job) {
-                        continue;
-                    }
+                                               // A job left out only for the token budget: the batch is as full as it can be.
+        let mut budget_full = false;
+        let mut by_length = (policy.max_batch_tokens > 0).then(|| self.by_length().into_iter());
+        let mut in_order = (0..=self.levels.len()).flat_map(|qi| (0..self.queue(qi).len()).map(move |pos| (qi, pos)));
+        let candidates: &mut dyn Iterator<Item = (usize, usize)> = match by_length.as_mut() {
+            Some(sorted) => sorted,
+            None => &mut in_order,
+        };
+        for (qi, pos) in candidates {
+            let job = &self.queue(qi)[pos];
+            if let Some(&(hq, hp)) = picked.first() {
+                if !policy.dynamic || rows >= policy.max_batch_size {
+                    break;
                 }
-                picked.push((qi, pos));
-                rows += job.rows;
-                cuts.push(rows);
-                if !policy.dynamic {
-                    break 'scan;
+                let head = &self.queue(hq)[hp];
+                if rows + job.rows > policy.max_batch_size || !compatible(head, job) {
+                    continue;
                 }
+                if policy.max_batch_tokens > 0 && (rows + job.rows) * longest.max(job.tokens) > policy.max_batch_tokens
+                {
+                    budget_full = true;
+                    continue;
+                }
+            }
+            picked.push((qi, pos));
+            rows += job.rows;
+            longest = longest.max(job.tokens);
+            cuts.push(rows);
+            if !policy.dynamic {
+                break;
             }
         }
         let Some(&(hq, hp)) = picked.first() else {
             return Plan::Empty;
         };
-        let take = if !policy.dynamic || rows >= policy.max_batch_size {
+        let take = if !policy.dynamic || rows >= policy.max_batch_size || budget_full {
             picked.len()
         } else if let Some(n) = policy
             .preferred_batch_sizes
@@ -205,12 +233,37 @@ mod tests {
             preserve_ordering: false,
             levels: vec![QueuePolicy::default(), QueuePolicy::default()],
             default_priority: 1,
+            max_batch_tokens: 0,
             inline_below: Duration::ZERO,
+        }
+    }
+
+    /// A policy of `max` rows and at most `budget` tokens per batch.
+    fn token_policy(max: usize, budget: usize) -> BatchPolicy {
+        BatchPolicy {
+            max_batch_tokens: budget,
+            ..policy(max, 0, vec![])
         }
     }
 
     /// A job of `rows` rows whose second dimension is `width`; keeps its receiver alive.
     fn job(q: &mut Queue, rows: usize, width: i64, level: usize, keep: &mut Vec<oneshot::Receiver<Outcome>>) {
+        push(q, rows, width, 0, level, keep);
+    }
+
+    /// A one-text request whose text is `tokens` tokens long.
+    fn text_job(q: &mut Queue, tokens: usize, keep: &mut Vec<oneshot::Receiver<Outcome>>) {
+        push(q, 1, 1, tokens, 0, keep);
+    }
+
+    fn push(
+        q: &mut Queue,
+        rows: usize,
+        width: i64,
+        tokens: usize,
+        level: usize,
+        keep: &mut Vec<oneshot::Receiver<Outcome>>,
+    ) {
         let (reply, rx) = oneshot::channel();
         keep.push(rx);
         let t = Tensor {
@@ -223,6 +276,7 @@ mod tests {
         q.push(Job {
             inputs: vec![Some(t)],
             rows,
+            tokens,
             enqueued: Instant::now(),
             level,
             deadline: None,
@@ -314,6 +368,53 @@ mod tests {
             run(q.plan(&policy(8, 0, vec![2, 4]), Instant::now(), &mut dropped)).1,
             4
         );
+    }
+
+    #[test]
+    fn a_token_budget_cuts_the_batch_below_max_batch_size() {
+        let (mut q, mut keep, mut dropped) = (Queue::new(2), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            text_job(&mut q, 16, &mut keep);
+        }
+        // Four texts of 16 tokens fill a budget of 64; the fifth waits for the next batch.
+        let p = token_policy(32, 64);
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![0, 1, 2, 3], 4));
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![4], 1));
+    }
+
+    #[test]
+    fn a_batch_pays_for_its_longest_text_in_every_row() {
+        let (mut q, mut keep, mut dropped) = (Queue::new(2), Vec::new(), Vec::new());
+        text_job(&mut q, 10, &mut keep);
+        text_job(&mut q, 40, &mut keep);
+        text_job(&mut q, 10, &mut keep);
+        // 10 + 40 padded is 2 x 40 = 80 > 60; 10 + 10 is 20.
+        let p = token_policy(32, 60);
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![0, 2], 2));
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![1], 1));
+    }
+
+    #[test]
+    fn under_a_token_budget_texts_of_like_length_ride_together() {
+        let (mut q, mut keep, mut dropped) = (Queue::new(2), Vec::new(), Vec::new());
+        for tokens in [10, 200, 12, 180, 11, 9] {
+            text_job(&mut q, tokens, &mut keep);
+        }
+        let p = token_policy(4, 100_000);
+        let (mut first, _) = run(q.plan(&p, Instant::now(), &mut dropped));
+        first.sort_unstable();
+        assert_eq!(first, vec![0, 2, 4, 5], "the four short texts, not the two long ones");
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)).0.len(), 2);
+    }
+
+    #[test]
+    fn a_text_over_the_budget_alone_still_runs() {
+        let (mut q, mut keep, mut dropped) = (Queue::new(2), Vec::new(), Vec::new());
+        text_job(&mut q, 300, &mut keep);
+        text_job(&mut q, 5, &mut keep);
+        let p = token_policy(32, 256);
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![0], 1));
+        assert_eq!(run(q.plan(&p, Instant::now(), &mut dropped)), (vec![1], 1));
     }
 
     #[test]

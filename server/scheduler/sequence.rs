@@ -420,6 +420,7 @@ mod tests {
                     data: Default::default(),
                 })],
                 rows: 1,
+                tokens: 0,
                 enqueued: at,
                 level: 0,
                 deadline: None,

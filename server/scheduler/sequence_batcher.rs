@@ -114,6 +114,7 @@ impl SequenceBatcher {
             let job = Job {
                 inputs: request.inputs,
                 rows: request.rows,
+                tokens: request.tokens,
                 enqueued: request.received,
                 level: 0,
                 deadline: None,

@@ -128,9 +128,10 @@ def _start_server(binary, log_path, extra_args=(), ready=_http_ready,
     )
 
 
-def _serve(tmp_path_factory, name, extra_args=(), ready=_http_ready):
+def _serve(tmp_path_factory, name, extra_args=(), ready=_http_ready, repositories=("models", "tests/models")):
     """Starts inferd (retrying only if it exits before it is ready) and stops it afterwards. `ready(port)`
-    tells whether the HTTP port answers ready (plain HTTP unless given)."""
+    tells whether the HTTP port answers ready (plain HTTP unless given); `repositories` are the
+    --model-repository folders (both by default)."""
     binary = Path(os.environ.get("INFERD_BIN", DEFAULT_BIN))
     if not binary.is_file():
         pytest.fail(
@@ -141,7 +142,7 @@ def _serve(tmp_path_factory, name, extra_args=(), ready=_http_ready):
     server = None
     for attempt in range(3):
         server, last = _start_server(
-            binary, log_dir / f"inferd-{attempt}.log", extra_args, ready
+            binary, log_dir / f"inferd-{attempt}.log", extra_args, ready, repositories
         )
         if server is not None:
             break
