@@ -612,6 +612,20 @@ def test_tei_embed_a_batch_keeps_its_order(url, v2, reference):
     assert_same(got, np.concatenate([v2_embed(v2, texts[:20]), v2_embed(v2, texts[20:])]), "/embed against V2")
 
 
+def test_huggingface_hubs_inference_client_embeds_through_tei_routes(url, v2, reference):
+    """TEI's documented Python client, `huggingface_hub.InferenceClient`, pointed at the server as at a TEI
+    deployment (it posts to the root)."""
+    from huggingface_hub import InferenceClient
+
+    client = InferenceClient(base_url=f"http://{url}")
+    one = np.asarray(client.feature_extraction(SENTENCES[0]))
+    assert one.shape == (1, DIM), one.shape
+    assert_same(one, v2_embed(v2, SENTENCES[:1]), "InferenceClient one text against V2")
+    batch = np.asarray(client.feature_extraction(SENTENCES[:4], normalize=True, truncate=True))
+    assert batch.shape == (4, DIM), batch.shape
+    assert_matches(batch, reference(SENTENCES[:4]), "InferenceClient four texts")
+
+
 def test_post_to_the_root_is_embed(url):
     np.testing.assert_array_equal(tei_embed(url, SENTENCES[:3], path="/"), tei_embed(url, SENTENCES[:3]))
 
