@@ -412,12 +412,8 @@ async fn run(
         let timeout_us = req.unsigned_parameter("timeout")?;
         let validated = validate(spec, std::mem::take(&mut req.inputs))?;
         if let (Some(recipe), Some(Some(text))) = (&version.text, validated.inputs.first()) {
-            text_tokens = Some(tokens::count(
-                recipe,
-                &spec.name,
-                text,
-                tokens::truncate_parameter(req)?,
-            )?);
+            let truncate = tokens::truncate_parameter(req)?;
+            text_tokens = Some(tokens::count_off_thread(recipe, &spec.name, text, truncate).await?);
         }
         if let Some(rules) = &version.health.rules {
             rules.check(&validated.inputs, validated.batch, &spec.name, version.version, &req.id)?;

@@ -2,6 +2,8 @@
 //! the longest text sets the request's padded length, which the scheduler's token budget adds up; a text
 //! longer than the model takes is cut or refused as the request's `truncate` parameter says; and the total is
 //! the usage the OpenAI route reports.
+use std::sync::Arc;
+
 use crate::backend::text::TextRecipe;
 use crate::backend::BackendError;
 use crate::error::{InferError, InferResult};
@@ -52,4 +54,24 @@ pub fn count(recipe: &TextRecipe, model: &str, text: &Tensor, truncate: bool) ->
         counted.total += tokens;
     }
     Ok(counted)
+}
+
+/// Text past this many bytes (a few thousand tokens, half a millisecond and more to tokenize) is counted on the
+/// blocking pool rather than on the front-end thread, whose other connections would wait meanwhile.
+const OFF_THREAD_BYTES: usize = 16 * 1024;
+
+/// `count`, on the blocking pool when the request's text is large.
+pub async fn count_off_thread(
+    recipe: &Arc<TextRecipe>,
+    model: &str,
+    text: &Tensor,
+    truncate: bool,
+) -> InferResult<TextTokens> {
+    if text.data.len() < OFF_THREAD_BYTES {
+        return count(recipe, model, text, truncate);
+    }
+    let (recipe, model, text) = (recipe.clone(), model.to_string(), text.clone());
+    tokio::task::spawn_blocking(move || count(&recipe, &model, &text, truncate))
+        .await
+        .map_err(|e| InferError::Internal(format!("counting tokens failed: {e}")))?
 }

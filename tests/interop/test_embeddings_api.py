@@ -649,6 +649,15 @@ def test_tei_refuses_a_long_text_unless_truncate_is_true(url, v2, reference):
     assert_same(cut, v2_embed(v2, [LONG]), "/embed truncate=true against V2 (which truncates by default)")
 
 
+def test_a_request_of_many_long_texts_is_counted_and_cut_like_one(url, reference):
+    """Past 16 KiB of text a request's tokens are counted off the front-end thread; the answer is the same."""
+    texts = [f"{i} {LONG}" for i in range(12)]
+    assert sum(len(t.encode()) for t in texts) > 16 * 1024
+    assert_matches(tei_embed(url, texts, truncate=True), reference(texts), "/embed 12 long texts, truncate=true")
+    status, body = request(url, "POST", "/embed", {"inputs": texts})
+    assert_tei_error(status, body, 413, "Validation")
+
+
 @pytest.mark.parametrize("inputs", ["", [], ["fine", ""]], ids=["empty-string", "empty-list", "one-empty"])
 def test_tei_empty_input_is_refused(url, inputs):
     status, body = request(url, "POST", "/embed", {"inputs": inputs})
