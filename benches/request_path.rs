@@ -299,6 +299,7 @@ fn bench(c: &mut Criterion) {
                 model_version: "1".into(),
                 outputs: vec![output.clone()],
                 in_regions: Vec::new(),
+                text_tokens: None,
             },
             grpc_encode,
             BatchSize::SmallInput,

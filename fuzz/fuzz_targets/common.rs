@@ -96,6 +96,7 @@ pub fn serve(req: &InferRequest, binary: &BinaryOutputs) {
             model_version: "1".into(),
             outputs,
             in_regions: Vec::new(),
+            text_tokens: None,
         };
         http_response(&resp, binary);
         grpc_response(&resp);
@@ -165,6 +166,7 @@ fn grpc_response(resp: &InferResponse) {
         model_version: resp.model_version.clone(),
         outputs: resp.outputs.clone(),
         in_regions: Vec::new(),
+        text_tokens: None,
     });
     assert_eq!(msg.outputs.len(), msg.raw_output_contents.len());
     let wire = msg.encode_to_vec();
