@@ -86,17 +86,21 @@ pub fn resolve(serving: &Serving, model: &str) -> InferResult<(ModelRef, Arc<Loa
     Ok((reference, version))
 }
 
+/// How many values a text model's vectors hold: its one output's last dimension.
+fn vector_len(version: &LoadedVersion) -> usize {
+    version.spec.outputs[0].dims.last().map_or(0, |&d| d.max(0) as usize)
+}
+
 /// The text model of a version, if it is one.
 fn describe(version: &LoadedVersion) -> Option<TextModel> {
     if !version.spec.takes_text() {
         return None;
     }
     let recipe = version.text.as_deref();
-    let output = version.spec.outputs.first()?;
     let policy = BatchPolicy::from_config(&version.config).ok();
     Some(TextModel {
         name: version.spec.name.clone(),
-        dim: output.dims.last().map_or(0, |&d| d.max(0) as usize),
+        dim: vector_len(version),
         max_length: recipe.map(|r| r.max_length),
         pooling: recipe.map(|r| r.pooling),
         normalize: recipe.is_some_and(|r| r.normalize),
@@ -117,25 +121,32 @@ pub fn text_models(serving: &Serving) -> Vec<TextModel> {
         .collect()
 }
 
-/// One text model: `name`, or the only one loaded when `name` is `None`.
-pub fn text_model(serving: &Serving, name: Option<&str>) -> InferResult<TextModel> {
-    match name {
-        Some(name) => {
-            let (_, version) = resolve(serving, name)?;
-            describe(&version).ok_or_else(|| InferError::invalid(format!("model '{name}' is not a text model")))
-        }
-        None => {
-            let mut models = text_models(serving);
-            match models.len() {
-                1 => Ok(models.remove(0)),
-                0 => Err(InferError::Unavailable("no text embedding model is loaded".into())),
-                _ => Err(InferError::invalid(format!(
-                    "{} text models are loaded ({}): start inferd with --tei-model to say which one the TEI routes serve",
-                    models.len(),
-                    models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
-                ))),
-            }
-        }
+/// The text model a request naming `model` reaches.
+pub fn text_model(serving: &Serving, model: &str) -> InferResult<TextModel> {
+    let (_, version) = resolve(serving, model)?;
+    describe(&version).ok_or_else(|| InferError::invalid(format!("model '{model}' is not a text model")))
+}
+
+/// The model TEI's routes serve: `configured` (`--tei-model`), else the only text model loaded.
+pub fn tei_model(serving: &Serving, configured: Option<&str>) -> InferResult<String> {
+    if let Some(name) = configured {
+        return Ok(name.to_string());
+    }
+    let table = serving.routes().load();
+    let mut names: Vec<&String> = table
+        .models
+        .keys()
+        .filter(|name| table.route(name, None, None).is_ok_and(|v| v.spec.takes_text()))
+        .collect();
+    names.sort();
+    match &names[..] {
+        [name] => Ok(name.to_string()),
+        [] => Err(InferError::Unavailable("no text embedding model is loaded".into())),
+        _ => Err(InferError::invalid(format!(
+            "{} text models are loaded ({}): start inferd with --tei-model to say which one the TEI routes serve",
+            names.len(),
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
     }
 }
 
@@ -147,6 +158,11 @@ pub fn recipe(serving: &Serving, model: &str) -> InferResult<Arc<TextRecipe>> {
             "model '{model}' has no tokenizer.json beside its weights, so it cannot take token ids or tokenize"
         ))
     })
+}
+
+/// The text token ids (in `model`'s own vocabulary) stand for, so that token ids in can go where text goes.
+pub fn decode(serving: &Serving, model: &str, ids: &[u32]) -> InferResult<String> {
+    Ok(recipe(serving, model)?.decode(ids)?)
 }
 
 /// The lengths `dimensions` may take for a model: its full length, and any its config lists.
@@ -192,7 +208,7 @@ pub async fn embed(serving: &Serving, request: EmbedRequest) -> InferResult<Embe
             spec.name
         )));
     }
-    let full = spec.outputs[0].dims.last().map_or(0, |&d| d.max(0) as usize);
+    let full = vector_len(&version);
     let dim = match request.dimensions {
         None => full,
         Some(d) if allowed_dimensions(&version, full)?.contains(&d) => d,

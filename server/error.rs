@@ -65,6 +65,17 @@ impl InferError {
     }
 }
 
+/// What a backend's failure tells the caller: the runtime refusing the request's data (text it cannot tokenize,
+/// say) is the client's mistake (400), anything else the server's (500).
+impl From<crate::backend::BackendError> for InferError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        match e {
+            crate::backend::BackendError::InvalidInput(m) => Self::InvalidArgument(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<InferError> for tonic::Status {
     fn from(e: InferError) -> Self {
         tonic::Status::new(e.grpc_code(), e.to_string())

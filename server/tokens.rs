@@ -4,11 +4,10 @@
 //! the usage the OpenAI route reports.
 use std::sync::Arc;
 
-use crate::backend::text::TextRecipe;
-use crate::backend::BackendError;
+use crate::backend::text::{text_elements, TextRecipe};
 use crate::error::{InferError, InferResult};
 use crate::request::{InferRequest, ParamValue};
-use crate::tensor::{bytes_elements, Tensor};
+use crate::tensor::Tensor;
 
 /// What a request's texts come to, each cut to the model's limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,13 +34,8 @@ pub fn truncate_parameter(req: &InferRequest) -> InferResult<bool> {
 /// `truncate`.
 pub fn count(recipe: &TextRecipe, model: &str, text: &Tensor, truncate: bool) -> InferResult<TextTokens> {
     let mut counted = TextTokens::default();
-    for element in bytes_elements(&text.data) {
-        let bytes = element.map_err(|_| InferError::invalid(format!("malformed BYTES data for '{}'", text.name)))?;
-        let s = std::str::from_utf8(bytes)
-            .map_err(|e| InferError::invalid(format!("input '{}' is not UTF-8 text: {e}", text.name)))?;
-        let tokens = recipe
-            .count(s)
-            .map_err(|e: BackendError| InferError::invalid(e.to_string()))?;
+    for s in text_elements(&text.data, &text.name) {
+        let tokens = recipe.count(s?)?;
         if tokens > recipe.max_length && !truncate {
             return Err(InferError::TextTooLong {
                 model: model.to_string(),

@@ -231,15 +231,18 @@ impl TextRecipe {
     }
 }
 
+/// The elements of BYTES data (of tensor `name`), each as UTF-8 text.
+pub fn text_elements<'a>(data: &'a [u8], name: &'a str) -> impl Iterator<Item = Result<&'a str, BackendError>> {
+    bytes_elements(data).map(move |e| {
+        let bytes = e.map_err(|_| BackendError::InvalidInput(format!("malformed BYTES data for '{name}'")))?;
+        std::str::from_utf8(bytes)
+            .map_err(|e| BackendError::InvalidInput(format!("input '{name}' is not UTF-8 text: {e}")))
+    })
+}
+
 /// The texts of a batch's BYTES input, as UTF-8.
 pub fn texts<'a>(input: &BatchInput<'a>) -> Result<Vec<&'a str>, BackendError> {
-    let texts = bytes_elements(input.data)
-        .map(|e| {
-            let bytes = e.map_err(|_| BackendError::InvalidInput("malformed BYTES tensor".into()))?;
-            std::str::from_utf8(bytes)
-                .map_err(|e| BackendError::InvalidInput(format!("input '{}' is not UTF-8 text: {e}", input.name)))
-        })
-        .collect::<Result<Vec<&str>, _>>()?;
+    let texts = text_elements(input.data, input.name).collect::<Result<Vec<&str>, _>>()?;
     if texts.is_empty() {
         return Err(BackendError::InvalidInput("no text to embed".into()));
     }

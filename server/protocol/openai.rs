@@ -96,9 +96,7 @@ async fn create_embeddings(State(api): State<Api>, _: Keyed, body: Bytes) -> Res
         }
     };
     let texts = texts(&request.input, "input", |ids| {
-        embeddings::recipe(&api.serving, &request.model)?
-            .decode(ids)
-            .map_err(|e| InferError::invalid(e.to_string()))
+        embeddings::decode(&api.serving, &request.model, ids)
     })?;
     let embedded = embeddings::embed(
         &api.serving,

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::text_input::texts;
 use super::Api;
 use crate::backend::text::Pooling;
-use crate::embeddings::{self, EmbedRequest, TextModel, MAX_INPUTS};
+use crate::embeddings::{self, EmbedRequest, MAX_INPUTS};
 use crate::error::InferError;
 
 pub fn routes() -> Router<Api> {
@@ -82,15 +82,15 @@ impl IntoResponse for TeiError {
     }
 }
 
-/// A request the `--api-key` lets through, with the model the TEI routes serve.
-struct Served(TextModel);
+/// A request the `--api-key` lets through, with the name of the model the TEI routes serve.
+struct Served(String);
 
 impl FromRequestParts<Api> for Served {
     type Rejection = TeiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, TeiError> {
         api.text.api_key.check(parts)?;
-        Ok(Served(embeddings::text_model(
+        Ok(Served(embeddings::tei_model(
             &api.serving,
             api.text.tei_model.as_deref(),
         )?))
@@ -124,16 +124,12 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TeiError> {
 }
 
 /// The texts of a TEI request's `inputs`: none empty, and no more than a client batch.
-fn inputs(api: &Api, model: &TextModel, value: &Value) -> Result<Vec<String>, TeiError> {
-    let texts = texts(value, "inputs", |ids| {
-        embeddings::recipe(&api.serving, &model.name)?
-            .decode(ids)
-            .map_err(|e| InferError::invalid(e.to_string()))
-    })
-    .map_err(|e| match value {
-        Value::Array(a) if a.is_empty() => TeiError(Kind::Empty, e),
-        _ => TeiError::from(e),
-    })?;
+fn inputs(api: &Api, model: &str, value: &Value) -> Result<Vec<String>, TeiError> {
+    let texts =
+        texts(value, "inputs", |ids| embeddings::decode(&api.serving, model, ids)).map_err(|e| match value {
+            Value::Array(a) if a.is_empty() => TeiError(Kind::Empty, e),
+            _ => TeiError::from(e),
+        })?;
     if texts.iter().any(String::is_empty) {
         return Err(TeiError(Kind::Empty, InferError::invalid("`inputs` cannot be empty")));
     }
@@ -156,7 +152,7 @@ async fn embed(State(api): State<Api>, Served(model): Served, body: Bytes) -> Re
     let embedded = embeddings::embed(
         &api.serving,
         EmbedRequest {
-            model: model.name.clone(),
+            model,
             texts,
             truncate: request.truncate.unwrap_or(false),
             normalize: Some(request.normalize),
@@ -178,12 +174,12 @@ struct Tokenize {
 async fn tokenize(State(api): State<Api>, Served(model): Served, body: Bytes) -> Result<Json<Value>, TeiError> {
     let request: Tokenize = parse(&body)?;
     let texts = inputs(&api, &model, &request.inputs)?;
-    let recipe = embeddings::recipe(&api.serving, &model.name)?;
+    let recipe = embeddings::recipe(&api.serving, &model)?;
     let mut all = Vec::with_capacity(texts.len());
     for text in &texts {
         let tokens = recipe
             .tokens(text, request.add_special_tokens)
-            .map_err(|e| InferError::invalid(e.to_string()))?;
+            .map_err(InferError::from)?;
         all.push(Value::Array(
             tokens
                 .into_iter()
@@ -202,8 +198,9 @@ async fn tokenize(State(api): State<Api>, Served(model): Served, body: Bytes) ->
     Ok(Json(Value::Array(all)))
 }
 
-async fn info(State(api): State<Api>, Served(model): Served) -> Json<Value> {
-    Json(json!({
+async fn info(State(api): State<Api>, Served(name): Served) -> Result<Json<Value>, TeiError> {
+    let model = embeddings::text_model(&api.serving, &name)?;
+    Ok(Json(json!({
         "model_id": model.name,
         "model_sha": Value::Null,
         "model_dtype": "float32",
@@ -226,5 +223,5 @@ async fn info(State(api): State<Api>, Served(model): Served) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "sha": Value::Null,
         "docker_label": Value::Null,
-    }))
+    })))
 }

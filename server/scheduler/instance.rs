@@ -184,7 +184,7 @@ impl Executor {
         let infer_start = Instant::now();
         self.instance
             .execute(&inputs, &mut self.outputs)
-            .map_err(super::execution_error)?;
+            .map_err(InferError::from)?;
         let infer_end = Instant::now();
         if self.outputs.len() != spec.outputs.len() {
             return Err(InferError::Internal(format!(

@@ -42,7 +42,7 @@ pub use self::policy::{BatchPolicy, PolicyError, QueuePolicy, TimeoutAction, DEF
 use self::queue::{Plan, Queue};
 use self::sequence_batcher::SequenceBatcher;
 pub use self::sequence_policy::{SequenceConfigError, SequencePolicy};
-use crate::backend::{BackendError, Instance};
+use crate::backend::Instance;
 use crate::error::{InferError, InferResult};
 use crate::spec::ModelSpec;
 use crate::stats::Stats;
@@ -472,15 +472,6 @@ fn wait_idle<'a, Q: IdleWaiters>(
     queue
 }
 
-/// What a failed execution tells the caller: the runtime refusing the request's data is the client's mistake
-/// (400), anything else the server's (500).
-fn execution_error(e: BackendError) -> InferError {
-    match e {
-        BackendError::InvalidInput(m) => InferError::InvalidArgument(m),
-        other => InferError::Internal(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
@@ -488,7 +479,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::backend::{BatchInput, BatchOutput};
+    use crate::backend::{BackendError, BatchInput, BatchOutput};
     use crate::spec::TensorSpec;
     use crate::tensor::DataType;
 

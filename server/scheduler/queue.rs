@@ -120,12 +120,15 @@ impl Queue {
         }
     }
 
+    /// Every queued job, as (queue, position), in priority order (the delayed queue last) and arrival order.
+    fn positions(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..=self.levels.len()).flat_map(|qi| (0..self.queue(qi).len()).map(move |pos| (qi, pos)))
+    }
+
     /// Every queued job, as (queue, position): the head first, then by priority level and, within a level, by
     /// how far the job's tokens per row are from the head's (arrival order among equals).
     fn by_length(&self) -> Vec<(usize, usize)> {
-        let mut all: Vec<(usize, usize)> = (0..=self.levels.len())
-            .flat_map(|qi| (0..self.queue(qi).len()).map(move |pos| (qi, pos)))
-            .collect();
+        let mut all: Vec<(usize, usize)> = self.positions().collect();
         if let Some((&mut (hq, hp), rest)) = all.split_first_mut() {
             let head = self.queue(hq)[hp].tokens;
             rest.sort_by_key(|&(q, p)| (q, self.queue(q)[p].tokens.abs_diff(head)));
@@ -141,16 +144,14 @@ impl Queue {
         let mut picked: Vec<(usize, usize)> = Vec::new();
         let mut rows = 0;
         let mut longest = 0;
-        let mut cuts: Vec<usize> = Vec::new(); // rows after each pick
-                                               // A job left out only for the token budget: the batch is as full as it can be.
+        // Rows after each pick.
+        let mut cuts: Vec<usize> = Vec::new();
+        // A job left out only for the token budget: the batch is as full as it can be.
         let mut budget_full = false;
-        let mut by_length = (policy.max_batch_tokens > 0).then(|| self.by_length().into_iter());
-        let mut in_order = (0..=self.levels.len()).flat_map(|qi| (0..self.queue(qi).len()).map(move |pos| (qi, pos)));
-        let candidates: &mut dyn Iterator<Item = (usize, usize)> = match by_length.as_mut() {
-            Some(sorted) => sorted,
-            None => &mut in_order,
-        };
-        for (qi, pos) in candidates {
+        // One of the two orders is empty.
+        let by_length = (policy.max_batch_tokens > 0).then(|| self.by_length());
+        let in_order = by_length.is_none().then(|| self.positions());
+        for (qi, pos) in by_length.into_iter().flatten().chain(in_order.into_iter().flatten()) {
             let job = &self.queue(qi)[pos];
             if let Some(&(hq, hp)) = picked.first() {
                 if !policy.dynamic || rows >= policy.max_batch_size {

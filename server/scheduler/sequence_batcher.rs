@@ -365,7 +365,7 @@ impl Worker {
         let infer_start = Instant::now();
         self.instance
             .execute(&inputs, &mut self.outputs)
-            .map_err(super::execution_error)?;
+            .map_err(InferError::from)?;
         let infer_end = Instant::now();
         let expected = spec.outputs.len() + policy.states.len();
         if self.outputs.len() != expected {
